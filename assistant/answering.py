@@ -1,0 +1,136 @@
+"""Answer a question from retrieved passages, with numbered citations, or decline honestly."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.errors import InvalidInput
+from assistant.generation import Generator, Prompt
+from assistant.retrieval import Passage, Retriever
+from assistant.settings import Settings
+
+DECLINE_TEXT = "Your documents do not contain an answer to this question."
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+_NOT_FOUND = re.compile(r"^\W*(not found|unknown|none|n/?a|i don'?t know)\W*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int
+    passage: Passage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, **self.passage.to_dict()}
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    declined: bool
+    citations: list[Citation] = field(default_factory=list)
+    # When declined: the closest passages, offered as "you may want to look at".
+    suggestions: list[Passage] = field(default_factory=list)
+    model: str = ""
+    first_token_seconds: float | None = None
+    total_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "declined": self.declined,
+            "citations": [c.to_dict() for c in self.citations],
+            "suggestions": [p.to_dict() for p in self.suggestions],
+            "model": self.model,
+            "first_token_seconds": self.first_token_seconds,
+            "total_seconds": round(self.total_seconds, 3),
+        }
+
+
+def validate_question(question: object, max_chars: int) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInput("the question is empty")
+    question = question.strip()
+    if len(question) > max_chars:
+        raise InvalidInput(f"the question is {len(question)} characters; the limit is {max_chars}")
+    return question
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def attach_citations(text: str, passages: list[Passage]) -> tuple[str, list[Citation]]:
+    """Map [n] markers to passages. An answer without a marker is attributed to the passage
+    that shares most of its words, and the marker is added, so every answer cites a source."""
+    numbers = [int(n) for n in _CITATION.findall(text) if 1 <= int(n) <= len(passages)]
+    text = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", text)
+    if not numbers and passages:
+        words = _words(text)
+        best = max(range(len(passages)), key=lambda i: (len(words & _words(passages[i].text)), -i))
+        numbers = [best + 1]
+        text = f"{text.rstrip()} [{best + 1}]"
+    unique = list(dict.fromkeys(numbers))
+    return text.strip(), [Citation(n, passages[n - 1]) for n in unique]
+
+
+class Answerer:
+    def __init__(self, settings: Settings, retriever: Retriever, generator: Generator) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.generator = generator
+
+    def stream(self, question: str, where: dict[str, Any] | None = None) -> Iterator[str | Answer]:
+        """Yield answer text as it is generated, then the final Answer."""
+        started = time.perf_counter()
+        question = validate_question(question, self.settings.limits.max_question_chars)
+        passages = self.retriever.search(question, self.settings.retrieval.top_k, where=where)
+        if not passages or passages[0].score < self.settings.retrieval.min_score:
+            yield self._declined(question, passages, started)
+            return
+        pieces: list[str] = []
+        first_token: float | None = None
+        for piece in self.generator.stream(Prompt([p.text for p in passages], question)):
+            if first_token is None:
+                first_token = time.perf_counter() - started
+            pieces.append(piece)
+            yield piece
+        raw = "".join(pieces).strip()
+        if not _CITATION.sub("", raw).strip() or _NOT_FOUND.match(_CITATION.sub("", raw)):
+            yield self._declined(question, passages, started, first_token)
+            return
+        text, citations = attach_citations(raw, passages)
+        yield Answer(
+            question=question,
+            text=text,
+            declined=False,
+            citations=citations,
+            model=self.generator.name,
+            first_token_seconds=first_token,
+            total_seconds=time.perf_counter() - started,
+        )
+
+    def ask(self, question: str, where: dict[str, Any] | None = None) -> Answer:
+        for event in self.stream(question, where=where):
+            if isinstance(event, Answer):
+                return event
+        raise AssertionError("the answer stream ended without an answer")
+
+    def _declined(
+        self, question: str, passages: list[Passage], started: float, first: float | None = None
+    ) -> Answer:
+        elapsed = time.perf_counter() - started
+        return Answer(
+            question=question,
+            text=DECLINE_TEXT,
+            declined=True,
+            suggestions=passages,
+            model=self.generator.name,
+            first_token_seconds=first if first is not None else elapsed,
+            total_seconds=elapsed,
+        )

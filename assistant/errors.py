@@ -1,0 +1,38 @@
+"""The error tree of the core. Edges (web, worker, CLI) translate these into user messages.
+
+AssistantError
+├── InvalidInput          the caller sent something we cannot accept (HTTP 400)
+│   ├── UnsupportedFileType
+│   └── FileTooLarge
+├── NotFound              an id that does not exist (HTTP 404)
+├── DocumentError         a stored document could not be parsed; it fails, others go on
+└── ConfigurationError    settings or model files are wrong; fail fast at start-up
+"""
+
+
+class AssistantError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class InvalidInput(AssistantError):
+    """The request itself is wrong: an empty question, a bad file, a bad parameter."""
+
+
+class UnsupportedFileType(InvalidInput):
+    """The file's extension is not one we can parse."""
+
+
+class FileTooLarge(InvalidInput):
+    """The file is larger than the configured upload limit."""
+
+
+class NotFound(AssistantError):
+    """The requested object does not exist (or is not visible to the caller)."""
+
+
+class DocumentError(AssistantError):
+    """A document could not be parsed or holds no text. The message is shown to the admin."""
+
+
+class ConfigurationError(AssistantError):
+    """The settings or the model files are not usable."""

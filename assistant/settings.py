@@ -1,0 +1,150 @@
+"""One typed Settings object, read from ASSISTANT_* environment variables (nested with __)."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from assistant.errors import ConfigurationError
+
+PackagedModel = Literal["smollm2-135m", "gemma3-270m"]
+SUPPORTED_EXTENSIONS = (".txt", ".md", ".html", ".htm", ".pdf", ".docx")
+
+
+class GeneratorSettings(BaseModel):
+    # Chosen by measurement on squad2-dev, see docs/benchmarks.md.
+    model: PackagedModel = "gemma3-270m"
+    # Any GGUF file; overrides `model`, so a site can drop in a bigger instruct model.
+    model_path: Path | None = None
+    # "chat" uses the GGUF's chat template; "completion" a plain prompt with a stop
+    # sequence (for base models). "auto" picks chat for instruction-tuned files.
+    prompt_style: Literal["auto", "chat", "completion"] = "auto"
+    n_ctx: int = Field(2048, ge=512)
+    n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_tokens: int = Field(64, ge=1, le=2048)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(3, ge=1, le=50)
+    # Cosine similarity of the best passage below which the answer is declined.
+    min_score: float = Field(0.35, ge=-1.0, le=1.0)
+
+
+class ChunkingSettings(BaseModel):
+    # Characters per chunk; about 256 MiniLM tokens of English prose.
+    size: int = Field(1000, ge=100)
+    overlap: int = Field(150, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap >= self.size:
+            raise ValueError("chunking overlap must be smaller than chunking size")
+        return self
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_pdf_pages: int = Field(2000, ge=1)
+    max_question_chars: int = Field(1000, ge=10)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("var")
+    # Default: SQLite inside data_dir. A postgresql:// URL works too.
+    database_url: str | None = None
+    # Default: kombu's filesystem transport inside data_dir (no server). Production: redis://.
+    broker_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    embedding_model_path: Path | None = None
+    embedding_batch_size: int = Field(32, ge=1)
+    generator: GeneratorSettings = GeneratorSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Plain postgresql:// means the psycopg 3 driver we install.
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            return url
+        return f"sqlite:///{self.resolved_data_dir / 'assistant.db'}"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.resolved_data_dir / "chroma"
+
+    @property
+    def originals_dir(self) -> Path:
+        return self.resolved_data_dir / "originals"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.resolved_data_dir / "models"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.resolved_data_dir / "broker"
+
+    def celery_config(self) -> dict[str, object]:
+        """Broker settings shared by the worker and every producer (plain data, no imports)."""
+        config: dict[str, object] = {
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_ignore_result": True,
+            "broker_connection_retry_on_startup": True,
+        }
+        if self.broker_url:
+            config["broker_url"] = self.broker_url
+            # Longer than any ingestion may take, so a slow task is not delivered twice.
+            config["broker_transport_options"] = {"visibility_timeout": 3600}
+        else:
+            queue = str(self.broker_dir / "queue")
+            config["broker_url"] = "filesystem://"
+            config["broker_transport_options"] = {
+                "data_folder_in": queue,
+                "data_folder_out": queue,
+                "processed_folder": str(self.broker_dir / "processed"),
+                "store_processed": False,
+                "polling_interval": 0.05,
+            }
+            # The filesystem transport has no fanout exchange for remote control.
+            config["worker_enable_remote_control"] = False
+        return config
+
+    def ensure_dirs(self) -> None:
+        for path in (self.resolved_data_dir, self.originals_dir, self.chroma_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if not self.broker_url:
+            (self.broker_dir / "queue").mkdir(parents=True, exist_ok=True)
+            (self.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; a bad value fails fast with a readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ASSISTANT_{'__'.join(str(p).upper() for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,1 @@
+"""The Celery adapter: receives document ids and runs the core ingestion pipeline."""

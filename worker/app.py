@@ -1,0 +1,72 @@
+"""Celery app and tasks. Start with `assistant worker` (or `celery -A worker.app worker`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task, signals
+
+from assistant.errors import AssistantError, NotFound
+from assistant.services import Services, build_services, pending_document_ids
+from assistant.settings import load_settings
+
+logger = logging.getLogger(__name__)
+MAX_RETRIES = 3
+
+settings = load_settings()
+app = Celery("assistant")
+app.conf.update(settings.celery_config())
+_services: Services | None = None
+
+
+def services() -> Services:
+    """Built on first use in each worker process (never in the parent before fork)."""
+    global _services
+    if _services is None:
+        _services = build_services(settings)
+    return _services
+
+
+@signals.worker_process_init.connect
+def _load_models(**_: Any) -> None:
+    services().embedder.embed(["warm-up"])
+
+
+@signals.worker_ready.connect
+def _requeue_pending(**_: Any) -> None:
+    # The database is the source of truth: whatever a crash or a lost message left
+    # queued or processing is sent again. Tasks are idempotent, so duplicates are harmless.
+    ids = pending_document_ids(settings)
+    for document_id in ids:
+        ingest_document.delay(document_id)
+    if ids:
+        logger.info("re-enqueued %s pending documents", len(ids))
+
+
+@app.task(name="ingest_document", bind=True, max_retries=MAX_RETRIES)
+def ingest_document(self: Task, document_id: str, force: bool = False) -> str:
+    try:
+        document = services().documents.ingest(document_id, force=force)
+    except NotFound:
+        logger.warning("document %s no longer exists; nothing to do", document_id)
+        return "missing"
+    except AssistantError as exc:
+        services().documents.mark_failed(document_id, str(exc))
+        return "failed"
+    except Exception as exc:
+        if self.request.retries >= MAX_RETRIES:
+            logger.exception("document %s failed after %s retries", document_id, MAX_RETRIES)
+            services().documents.mark_failed(document_id, f"ingestion error: {exc}")
+            return "failed"
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
+    return document.status
+
+
+@app.task(name="requeue_pending")
+def requeue_pending() -> int:
+    """Enqueue every queued or processing document (used by `assistant ingest --queue`)."""
+    ids = pending_document_ids(settings)
+    for document_id in ids:
+        ingest_document.delay(document_id)
+    return len(ids)
