@@ -69,7 +69,9 @@ def attach_citations(text: str, passages: list[Passage]) -> tuple[str, list[Cita
     """Map [n] markers to passages. An answer without a marker is attributed to the passage
     that shares most of its words, and the marker is added, so every answer cites a source."""
     numbers = [int(n) for n in _CITATION.findall(text) if 1 <= int(n) <= len(passages)]
-    text = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", text)
+    text = _CITATION.sub(
+        lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", text
+    )
     if not numbers and passages:
         words = _words(text)
         best = max(range(len(passages)), key=lambda i: (len(words & _words(passages[i].text)), -i))

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 from assistant.parsing import ParsedDocument
 
-_BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"), re.compile(r"\s+"))
+_BREAKS = (
+    re.compile(r"\n\s*\n"),
+    re.compile(r"\n"),
+    re.compile(r"(?<=[.!?])\s+"),
+    re.compile(r"\s+"),
+)
 
 
 @dataclass(frozen=True)
@@ -21,21 +26,26 @@ class TextChunk:
 
 def chunk_document(parsed: ParsedDocument, size: int, overlap: int) -> list[TextChunk]:
     """Greedy chunks of at most `size` characters, cut at the strongest nearby boundary
-    (paragraph, line, sentence, word), each starting `overlap` characters before the last end."""
-    text = parsed.text
+    (paragraph, line, sentence, word), each starting `overlap` characters before the last end.
+    A chunk never crosses a PDF page, so its page number is exact."""
+    segments = [(span.start, span.end) for span in parsed.pages] or [(0, len(parsed.text))]
     chunks: list[TextChunk] = []
-    start = _skip_space(text, 0)
-    while start < len(text):
-        end = _cut(text, start, size)
-        piece_end = _trim_end(text, start, end)
-        chunks.append(
-            TextChunk(len(chunks), text[start:piece_end], start, piece_end, parsed.page_at(start))
-        )
-        if end >= len(text):
-            break
-        next_start = max(end - overlap, start + 1)
-        next_start = _align_to_word(text, next_start, end)
-        start = _skip_space(text, next_start)
+    for segment_start, segment_end in segments:
+        text = parsed.text[:segment_end]
+        start = _skip_space(text, segment_start)
+        while start < len(text):
+            end = _cut(text, start, size)
+            piece_end = _trim_end(text, start, end)
+            chunks.append(
+                TextChunk(
+                    len(chunks), text[start:piece_end], start, piece_end, parsed.page_at(start)
+                )
+            )
+            if end >= len(text):
+                break
+            next_start = max(end - overlap, start + 1)
+            next_start = _align_to_word(text, next_start, end)
+            start = _skip_space(text, next_start)
     return chunks
 
 

@@ -100,8 +100,12 @@ class DocumentService:
         document, job_id = self._start(document_id)
         try:
             data = self.original_path(document_id).read_bytes()
-            parsed = parse(data, document.extension, max_pdf_pages=self.settings.limits.max_pdf_pages)
-            pieces = chunk_document(parsed, self.settings.chunking.size, self.settings.chunking.overlap)
+            parsed = parse(
+                data, document.extension, max_pdf_pages=self.settings.limits.max_pdf_pages
+            )
+            pieces = chunk_document(
+                parsed, self.settings.chunking.size, self.settings.chunking.overlap
+            )
             chunks = [
                 Chunk(
                     id=f"{document.id}:{document.version}:{piece.index}",

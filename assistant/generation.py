@@ -151,10 +151,7 @@ class LlamaGenerator:
                 yield text
 
     def _stream_completion(self, llama: Any, prompt: Prompt) -> Iterator[str]:
-        text = (
-            f"{INSTRUCTIONS}\n\n{prompt.context()}\n\n"
-            f"Question: {prompt.question}\nAnswer:"
-        )
+        text = f"{INSTRUCTIONS}\n\n{prompt.context()}\n\nQuestion: {prompt.question}\nAnswer:"
         for part in llama.create_completion(
             prompt=text, stop=["\n", "Question:", "[/"], **self._sampling()
         ):

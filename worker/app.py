@@ -14,9 +14,9 @@ from assistant.settings import load_settings
 logger = logging.getLogger(__name__)
 MAX_RETRIES = 3
 
-settings = load_settings()
 app = Celery("assistant")
-app.conf.update(settings.celery_config())
+# Read the settings when Celery first needs its configuration, not at import time.
+app.add_defaults(lambda: load_settings().celery_config())
 _services: Services | None = None
 
 
@@ -24,7 +24,7 @@ def services() -> Services:
     """Built on first use in each worker process (never in the parent before fork)."""
     global _services
     if _services is None:
-        _services = build_services(settings)
+        _services = build_services(load_settings())
     return _services
 
 
@@ -37,7 +37,7 @@ def _load_models(**_: Any) -> None:
 def _requeue_pending(**_: Any) -> None:
     # The database is the source of truth: whatever a crash or a lost message left
     # queued or processing is sent again. Tasks are idempotent, so duplicates are harmless.
-    ids = pending_document_ids(settings)
+    ids = pending_document_ids(load_settings())
     for document_id in ids:
         ingest_document.delay(document_id)
     if ids:
@@ -61,12 +61,3 @@ def ingest_document(self: Task, document_id: str, force: bool = False) -> str:
             return "failed"
         raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
     return document.status
-
-
-@app.task(name="requeue_pending")
-def requeue_pending() -> int:
-    """Enqueue every queued or processing document (used by `assistant ingest --queue`)."""
-    ids = pending_document_ids(settings)
-    for document_id in ids:
-        ingest_document.delay(document_id)
-    return len(ids)

@@ -1,0 +1,134 @@
+"""Shared fixtures. Real parts by default: the packaged models, Chroma and SQLite in a
+temporary directory, real worker processes. The fakes serve fast tests of logic only."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.embedding import HashingEmbedder
+from assistant.generation import ExtractiveFakeGenerator
+from assistant.services import Services, build_services
+from assistant.settings import Settings, load_settings
+from tests.documents import sample_files
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# The documented way this machine starts its Redis (see README, "Test").
+REDIS_START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+    "--logfile", "/var/log/redis/ci.log",
+]  # fmt: skip
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "var")
+
+
+@pytest.fixture
+def fake_services(settings: Settings) -> Services:
+    """Fast deterministic embedder and generator: for the logic around the models."""
+    return build_services(settings, embedder=HashingEmbedder(), generator=ExtractiveFakeGenerator())
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    """The real packaged models (loaded once per test process, on first use)."""
+    return build_services(settings)
+
+
+@pytest.fixture
+def files() -> dict[str, bytes]:
+    return sample_files()
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis; started with the documented command if it is down."""
+    if not _port_open(REDIS_HOST, REDIS_PORT):
+        Path("/var/log/redis").mkdir(parents=True, exist_ok=True)
+        Path("/var/lib/redis").mkdir(parents=True, exist_ok=True)
+        subprocess.run(REDIS_START, check=True)
+        deadline = time.monotonic() + 10
+        while not _port_open(REDIS_HOST, REDIS_PORT):
+            if time.monotonic() > deadline:
+                pytest.fail("Redis did not start on 127.0.0.1:6379")
+            time.sleep(0.2)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"worker exited early:\n{log.read_text(errors='replace')}")
+        if text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"worker not ready after {seconds}s:\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a real Celery worker process on the given settings; stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "ASSISTANT_DATA_DIR": str(settings.resolved_data_dir)}
+        if settings.broker_url:
+            env["ASSISTANT_BROKER_URL"] = settings.broker_url
+        log = tmp_path / f"worker-{len(started)}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel", "INFO",
+            "--concurrency", "1", "--without-gossip", "--without-mingle",
+            "--hostname", f"test-{os.getpid()}-{len(started)}@%h",
+        ]  # fmt: skip
+        with log.open("wb") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        started.append(process)
+        _wait_for_line(log, " ready.", process, seconds=120)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {seconds}s waiting for {what}")
+
+
+def ensure_postgres() -> None:
+    """The machine's PostgreSQL; started with the documented command if it is down."""
+    if _port_open("127.0.0.1", 5432):
+        return
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=True
+    )
+    wait_until(lambda: _port_open("127.0.0.1", 5432), 30, "PostgreSQL to start")
