@@ -14,9 +14,16 @@ from assistant.settings import load_settings
 logger = logging.getLogger(__name__)
 MAX_RETRIES = 3
 
+
+def _celery_config() -> dict[str, object]:
+    """Read when Celery first needs its configuration, not at import time."""
+    settings = load_settings()
+    settings.ensure_dirs()  # the embedded queue's folders must exist before consuming
+    return settings.celery_config()
+
+
 app = Celery("assistant")
-# Read the settings when Celery first needs its configuration, not at import time.
-app.add_defaults(lambda: load_settings().celery_config())
+app.add_defaults(_celery_config)
 _services: Services | None = None
 
 
