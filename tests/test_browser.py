@@ -1,0 +1,206 @@
+"""The real UI in a real browser: gunicorn serving `web:create_app()` with the packaged
+models, Debian's chromium driven by Playwright, and a real Celery worker for ingestion."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistant.services import Services
+from assistant.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = Path("/tmp")
+HANDBOOK = """# Staff handbook
+
+## Annual leave
+
+Every employee receives 27 days of annual leave per calendar year.
+Unused leave can be carried over until the end of March.
+
+## Parking
+
+The staff car park is behind building C. Permits are issued by the facilities desk.
+"""
+QUESTION = "How many days of annual leave does every employee receive?"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+@pytest.fixture
+def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """gunicorn serving the app factory on a free port, on the test's data directory."""
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = {**os.environ, "ASSISTANT_DATA_DIR": str(settings.resolved_data_dir)}
+    command = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}",
+        "--timeout", "300", "--no-control-socket", "web:create_app()",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited early:\n{log.read_text(errors='replace')}")
+            try:
+                if get_json(f"{url}/healthz")["status"] == "ok":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn not ready:\n{log.read_text(errors='replace')}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log.read_text(errors="replace"))  # shown by pytest when the test fails
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_upload_ask_and_open_the_cited_source(
+    server: str,
+    browser: Any,
+    services: Services,
+    start_worker: Callable[..., Any],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    # A document indexed by the core in this process, while the server runs.
+    handbook = services.documents.add("handbook.md", HANDBOOK.encode())
+    assert services.documents.ingest(handbook.id).status == "indexed"
+
+    page = browser.new_page(viewport={"width": 1200, "height": 860})
+    page.set_default_timeout(30_000)
+
+    # -- Documents: upload one good and one bad file through the form.
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    (upload_dir / "canteen.txt").write_text("The staff canteen opens at 7:30 every weekday.\n")
+    (upload_dir / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
+    (upload_dir / "tool.exe").write_bytes(b"MZ\x90\x00")
+    page.goto(f"{server}/documents")
+    names = ["canteen.txt", "broken.pdf", "tool.exe"]
+    page.set_input_files("#files", [str(upload_dir / name) for name in names])
+    page.click("#upload-form button[type=submit]")
+    expect(page.locator(".flash-success")).to_have_text(
+        [
+            "canteen.txt: accepted and queued for indexing",
+            "broken.pdf: accepted and queued for indexing",
+        ]
+    )
+    expect(page.locator(".flash-error")).to_contain_text("tool.exe: unsupported file type")
+    row = page.locator("#documents-body tr", has_text="canteen.txt")
+    expect(row.locator(".status")).to_have_text("queued")
+    expect(page.locator("#documents-body tr", has_text="handbook.md")).to_contain_text("indexed")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-documents-queued.png"), full_page=True)
+
+    # A real worker picks the upload up; the table follows without a reload.
+    page.evaluate("window.__sameDocument = true")
+    start_worker(settings)
+    expect(row.locator(".status")).to_have_text("indexed", timeout=240_000)
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    expect(row.locator("a")).to_have_text("canteen.txt")
+    broken = page.locator("#documents-body tr", has_text="broken.pdf")
+    expect(broken.locator(".status")).to_have_text("failed", timeout=60_000)
+    expect(broken.locator(".reason")).to_contain_text("the PDF is damaged or not a PDF")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-documents.png"), full_page=True)
+
+    # -- Ask: an empty question is an inline error, a real question streams a cited answer.
+    page.goto(server)
+    page.click("#ask-button")
+    expect(page.locator("#ask-error")).to_have_text("the question is empty")
+    page.fill("#question", QUESTION)
+    page.click("#ask-button")
+    citation = page.locator("#answer a.citation").first
+    expect(citation).to_be_visible(timeout=240_000)
+    expect(page.locator("#ask-error")).to_be_hidden()
+    expect(page.locator("#sources li").first).to_contain_text("handbook.md")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-ask.png"), full_page=True)
+
+    href = citation.get_attribute("href") or ""
+    match = re.search(r"/documents/(\w+)/source\?chunk=([^#&]+)", href)
+    assert match, href
+    assert match.group(1) == handbook.id
+    chunk_id = urllib.request.unquote(match.group(2))
+    passage = services.documents.chunk(chunk_id)
+
+    # -- Source view: the cited passage is highlighted.
+    citation.click()
+    page.wait_for_url(re.compile(r"/source\?chunk="))
+    mark = page.locator("mark#cited")
+    expect(mark).to_be_visible()
+    assert normalise(mark.inner_text()) == normalise(passage.text)
+    assert "27 days of annual leave" in mark.inner_text()
+    expect(page.locator("h1")).to_have_text("handbook.md")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-source.png"), full_page=True)
+
+    # -- A question the documents cannot answer is declined, with places to look.
+    page.goto(server)
+    page.fill("#question", "What is the boiling point of tungsten in kelvin?")
+    page.click("#ask-button")
+    expect(page.locator("#declined")).to_be_visible(timeout=240_000)
+    expect(page.locator("#declined")).to_contain_text("Not found in your documents")
+    expect(page.locator("#sources-title")).to_have_text("You may want to look at")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-declined.png"), full_page=True)
+    page.close()

@@ -1,0 +1,83 @@
+"""The Flask adapter: views, templates and a JSON API over the core library.
+
+`create_app` is the application factory (there is no module-level app):
+`gunicorn -k gthread --threads 4 "web:create_app()"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+from assistant.services import Services, build_services
+from assistant.settings import Settings, load_settings
+from web.errors import register_error_handlers
+from web.formatting import human_size, short_time
+from web.state import EXTENSION, WebState
+from web.tasks import IngestQueue, TaskSender
+
+logger = logging.getLogger(__name__)
+
+# A multi-file upload may carry this many files of the per-file limit in one request.
+UPLOAD_BATCH_FACTOR = 20
+# Room for the multipart headers of a batch on top of the files themselves.
+MULTIPART_OVERHEAD = 64 * 1024
+SECRET_KEY_FILE = "web-secret-key"
+
+
+def create_app(
+    settings: Settings | None = None,
+    services: Services | None = None,
+    task_sender: IngestQueue | None = None,
+) -> Flask:
+    """Build the web app. Models are not loaded here: they load on first use."""
+    if settings is None:
+        settings = services.settings if services is not None else load_settings()
+    if services is None:
+        services = build_services(settings)
+    if task_sender is None:
+        task_sender = TaskSender(settings)
+
+    app = Flask(__name__)
+    per_file = settings.limits.max_upload_bytes
+    app.config.update(
+        SECRET_KEY=load_secret_key(settings.resolved_data_dir / SECRET_KEY_FILE),
+        MAX_CONTENT_LENGTH=per_file * UPLOAD_BATCH_FACTOR + MULTIPART_OVERHEAD,
+        ASSISTANT_MAX_UPLOAD_BYTES=per_file,
+        ASSISTANT_MAX_QUESTION_CHARS=settings.limits.max_question_chars,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = WebState(services=services, tasks=task_sender)
+    app.jinja_env.filters["size"] = human_size
+    app.jinja_env.filters["when"] = short_time
+
+    from web import ask, documents, health, sources
+
+    app.register_blueprint(ask.bp)
+    app.register_blueprint(documents.bp)
+    app.register_blueprint(sources.bp)
+    app.register_blueprint(health.bp)
+    register_error_handlers(app)
+    logger.info("web app ready (data in %s)", settings.resolved_data_dir)
+    return app
+
+
+def load_secret_key(path: Path) -> str:
+    """The session-signing key, made once per data directory and shared by every worker."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)  # atomic: concurrent workers agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
+    return path.read_text().strip()

@@ -1,0 +1,86 @@
+"""Translate core errors and HTTP errors into JSON (under /api/) or a rendered error page."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from assistant.errors import (
+    AssistantError,
+    ConfigurationError,
+    DocumentError,
+    FileTooLarge,
+    InvalidInput,
+    NotFound,
+)
+from web.formatting import human_size
+
+logger = logging.getLogger(__name__)
+
+TITLES = {400: "Bad request", 404: "Not found", 413: "Too large", 422: "Unprocessable"}
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def error_response(message: str, status: int) -> tuple[Response | str, int]:
+    if wants_json():
+        return jsonify(error=message), status
+    title = TITLES.get(status, "Error")
+    return render_template("error.html", title=title, message=message, status=status), status
+
+
+def status_for(exc: AssistantError) -> int:
+    if isinstance(exc, FileTooLarge):
+        return 413
+    if isinstance(exc, InvalidInput):
+        return 400
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, DocumentError):
+        return 422
+    return 500
+
+
+def _assistant_error(exc: AssistantError) -> tuple[Response | str, int]:
+    status = status_for(exc)
+    if status >= 500:
+        logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
+        if isinstance(exc, ConfigurationError):
+            return error_response("the assistant is not configured correctly; see the log", 500)
+        return error_response("the assistant failed; see the server log", 500)
+    return error_response(str(exc), status)
+
+
+def too_large_message() -> str:
+    total = current_app.config["MAX_CONTENT_LENGTH"]
+    per_file = current_app.config["ASSISTANT_MAX_UPLOAD_BYTES"]
+    return (
+        f"the upload is larger than {human_size(total)} in total; send fewer or smaller files "
+        f"(each file may be at most {human_size(per_file)})"
+    )
+
+
+def _too_large(_: RequestEntityTooLarge) -> tuple[Response | str, int]:
+    return error_response(too_large_message(), 413)
+
+
+def _http_error(exc: HTTPException) -> tuple[Response | str, int] | HTTPException:
+    if exc.code is None or exc.code < 400:
+        return exc  # redirects and the like pass through
+    return error_response(exc.description or exc.name, exc.code)
+
+
+def _unexpected(exc: Exception) -> tuple[Response | str, int]:
+    logger.exception("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response("the assistant failed; see the server log", 500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(AssistantError, _assistant_error)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,94 @@
+// The Documents page: keep the status table current while anything is queued or processing.
+"use strict";
+
+(function () {
+  const table = document.getElementById("documents-table");
+  const body = document.getElementById("documents-body");
+  const counts = document.getElementById("counts");
+  const empty = document.getElementById("empty");
+  const PENDING = new Set(["queued", "processing"]);
+  const INTERVAL_MS = 2000;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function size(bytes) {
+    if (bytes < 1024) return bytes + " bytes";
+    let value = bytes / 1024, unit = "KB";
+    if (value >= 1024) { value /= 1024; unit = "MB"; }
+    return value.toFixed(1).replace(/\.0$/, "") + " " + unit;
+  }
+
+  function when(iso) {
+    return iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : "";
+  }
+
+  function row(doc) {
+    const tr = el("tr");
+    tr.dataset.id = doc.id;
+    tr.dataset.status = doc.status;
+    const name = el("td", "filename");
+    if (doc.status === "indexed") {
+      const link = el("a", null, doc.filename);
+      link.href = table.dataset.source.replace("DOC", encodeURIComponent(doc.id));
+      name.append(link);
+    } else {
+      name.textContent = doc.filename;
+    }
+    const status = el("td");
+    status.append(el("span", "status status-" + doc.status, doc.status));
+    if (doc.error) status.append(el("div", "reason", doc.error));
+    const form = el("form");
+    form.method = "post";
+    form.action = table.dataset.delete.replace("DOC", encodeURIComponent(doc.id));
+    form.dataset.confirm = "Delete " + doc.filename + "?";
+    const button = el("button", "button link danger", "Delete");
+    button.type = "submit";
+    form.append(button);
+    const actions = el("td");
+    actions.append(form);
+    tr.append(
+      name,
+      status,
+      el("td", "num", doc.status === "indexed" ? doc.chunks : ""),
+      el("td", "num", doc.pages || ""),
+      el("td", "num", size(doc.size_bytes)),
+      el("td", "nowrap", when(doc.updated_at)),
+      actions,
+    );
+    return tr;
+  }
+
+  function render(data) {
+    body.replaceChildren(...data.documents.map(row));
+    const c = data.counts;
+    counts.textContent = c.indexed + " indexed · " + (c.queued + c.processing) +
+      " in progress · " + c.failed + " failed";
+    empty.hidden = data.documents.length > 0;
+  }
+
+  function pending() {
+    return Array.from(body.querySelectorAll("tr")).some((tr) => PENDING.has(tr.dataset.status));
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(table.dataset.api, { headers: { Accept: "application/json" } });
+      if (response.ok) render(await response.json());
+    } catch (err) {
+      // The server may be restarting: keep the table as it is and try again.
+    }
+    if (pending()) setTimeout(poll, INTERVAL_MS);
+  }
+
+  body.addEventListener("submit", (event) => {
+    const message = event.target.dataset.confirm;
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+
+  if (pending()) setTimeout(poll, INTERVAL_MS);
+})();
