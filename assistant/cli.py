@@ -225,7 +225,7 @@ def _web_command(settings: Settings, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "8",
         "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}",
-        "--timeout", "300", "--access-logfile", "-", "web:create_app()",
+        "--timeout", "300", "--access-logfile", "-", "--no-control-socket", "web:create_app()",
     ]  # fmt: skip
 
 
