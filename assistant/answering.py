@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,13 +87,15 @@ class Answerer:
         self.retriever = retriever
         self.generator = generator
 
-    def stream(self, question: str, where: dict[str, Any] | None = None) -> Iterator[str | Answer]:
+    def stream(
+        self, question: str, collections: Sequence[str] | None = None
+    ) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the final Answer."""
         started = time.perf_counter()
         question = validate_question(question, self.settings.limits.max_question_chars)
-        found = self.retriever.search(question, self.settings.retrieval.top_k, where=where)
+        found = self.retriever.search(question, self.settings.retrieval.top_k, collections)
         # Only passages above the relevance threshold reach the model; none means "not found".
-        passages = [p for p in found if p.score >= self.settings.retrieval.min_score]
+        passages = [p for p in found if p.similarity >= self.settings.retrieval.min_score]
         if not passages:
             yield self._declined(question, found, started)
             return
@@ -119,8 +121,8 @@ class Answerer:
             total_seconds=time.perf_counter() - started,
         )
 
-    def ask(self, question: str, where: dict[str, Any] | None = None) -> Answer:
-        for event in self.stream(question, where=where):
+    def ask(self, question: str, collections: Sequence[str] | None = None) -> Answer:
+        for event in self.stream(question, collections):
             if isinstance(event, Answer):
                 return event
         raise AssertionError("the answer stream ended without an answer")

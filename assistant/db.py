@@ -39,6 +39,8 @@ class Document(Base):
     filename: Mapped[str] = mapped_column(String(255))
     extension: Mapped[str] = mapped_column(String(16))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Access is granted per collection; the filter applies inside both searches.
+    collection: Mapped[str] = mapped_column(String(64), default="default", index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.QUEUED, index=True)
@@ -55,6 +57,7 @@ class Document(Base):
         return {
             "id": self.id,
             "filename": self.filename,
+            "collection": self.collection,
             "status": self.status,
             "error": self.error,
             "version": self.version,

@@ -16,6 +16,7 @@ from assistant.chunking import chunk_document
 from assistant.db import Chunk, Document, DocumentStatus, IngestJob, utcnow
 from assistant.embedding import Embedder
 from assistant.errors import DocumentError, FileTooLarge, InvalidInput, NotFound
+from assistant.keyword_index import KeywordIndex
 from assistant.parsing import check_extension, parse
 from assistant.settings import Settings
 from assistant.vectorstore import ChromaStore
@@ -48,11 +49,13 @@ class DocumentService:
         sessions: sessionmaker,
         embedder: Embedder,
         store: ChromaStore,
+        keywords: KeywordIndex,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.embedder = embedder
         self.store = store
+        self.keywords = keywords
 
     # -- upload -------------------------------------------------------------------------
     def add(self, filename: str, data: bytes) -> Document:
@@ -122,11 +125,19 @@ class DocumentService:
             vectors = self.embedder.embed([c.text for c in chunks])
             ids = [c.id for c in chunks]
             metadatas = [
-                {"document_id": c.document_id, "version": c.version, "page": c.page or 0}
+                {
+                    "document_id": c.document_id,
+                    "collection": document.collection,
+                    "version": c.version,
+                    "page": c.page or 0,
+                }
                 for c in chunks
             ]
+            # Both indexes are written, and cleaned of older chunks, together.
             self.store.upsert(ids, vectors, metadatas)
             self.store.delete_document(document.id, keep=ids)
+            self.keywords.upsert((c.id, c.document_id, document.collection, c.text) for c in chunks)
+            self.keywords.delete_document(document.id, keep=ids)
         except FileNotFoundError:
             return self._finish(document_id, job_id, error="the stored original is missing")
         except DocumentError as exc:
@@ -228,6 +239,7 @@ class DocumentService:
     def delete(self, document_id: str) -> None:
         self.get(document_id)
         self.store.delete_document(document_id)
+        self.keywords.delete_document(document_id)
         with self.sessions.begin() as session:
             session.execute(delete(Chunk).where(Chunk.document_id == document_id))
             session.execute(delete(IngestJob).where(IngestJob.document_id == document_id))

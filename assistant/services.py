@@ -12,6 +12,7 @@ from assistant.db import make_engine, make_session_factory
 from assistant.documents import DocumentService, pending_ids
 from assistant.embedding import Embedder, SentenceTransformerEmbedder
 from assistant.generation import Generator, LlamaGenerator
+from assistant.keyword_index import KeywordIndex
 from assistant.retrieval import Retriever
 from assistant.settings import Settings, load_settings
 from assistant.vectorstore import ChromaStore
@@ -25,6 +26,7 @@ class Services:
     sessions: sessionmaker
     embedder: Embedder
     store: ChromaStore
+    keywords: KeywordIndex
     generator: Generator
     documents: DocumentService
     retriever: Retriever
@@ -46,14 +48,16 @@ def build_services(
     )
     generator = generator or LlamaGenerator(settings.generator, settings.models_dir)
     store = ChromaStore(settings.chroma_dir)
-    retriever = Retriever(sessions, embedder, store)
+    keywords = KeywordIndex(settings.keyword_index_path)
+    retriever = Retriever(sessions, embedder, store, keywords, settings.retrieval)
     return Services(
         settings=settings,
         sessions=sessions,
         embedder=embedder,
         store=store,
         generator=generator,
-        documents=DocumentService(settings, sessions, embedder, store),
+        keywords=keywords,
+        documents=DocumentService(settings, sessions, embedder, store, keywords),
         retriever=retriever,
         answerer=Answerer(settings, retriever, generator),
     )

@@ -32,8 +32,13 @@ class GeneratorSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     top_k: int = Field(3, ge=1, le=50)
-    # Cosine similarity of the best passage below which the answer is declined.
+    # Passages less similar than this (cosine) never reach the model; none left: "not found".
     min_score: float = Field(0.35, ge=-1.0, le=1.0)
+    # Hybrid search: this many candidates from each of dense and keyword search, fused by
+    # weighted reciprocal rank (dense weight 1). Chosen on scifact-dev, see docs/benchmarks.md.
+    candidates: int = Field(30, ge=1, le=500)
+    rrf_k: float = Field(60.0, gt=0)
+    keyword_weight: float = Field(1.0, ge=0.0)  # 0 turns keyword search off
 
 
 class ChunkingSettings(BaseModel):
@@ -88,6 +93,10 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.resolved_data_dir / 'assistant.db'}"
 
     @property
+    def keyword_index_path(self) -> Path:
+        return self.resolved_data_dir / "keywords.sqlite3"
+
+    @property
     def chroma_dir(self) -> Path:
         return self.resolved_data_dir / "chroma"
 
@@ -123,6 +132,8 @@ class Settings(BaseSettings):
                 "data_folder_in": queue,
                 "data_folder_out": queue,
                 "processed_folder": str(self.broker_dir / "processed"),
+                # kombu's default is "control" in the current directory.
+                "control_folder": str(self.broker_dir / "control"),
                 "store_processed": False,
                 "polling_interval": 0.05,
             }
@@ -136,6 +147,7 @@ class Settings(BaseSettings):
         if not self.broker_url:
             (self.broker_dir / "queue").mkdir(parents=True, exist_ok=True)
             (self.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+            (self.broker_dir / "control").mkdir(parents=True, exist_ok=True)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -98,6 +98,15 @@ class ChromaStore:
         distances = result["distances"][0]
         return [VectorHit(i, 1.0 - d) for i, d in zip(ids, distances, strict=True)]
 
+    def embeddings(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors by chunk id (ids that are not stored are left out)."""
+        if not ids:
+            return {}
+        with self._lock:
+            found = self._fresh().get(ids=list(ids), include=["embeddings"])
+        pairs = zip(found["ids"], found["embeddings"], strict=True)
+        return {chunk_id: [float(x) for x in vector] for chunk_id, vector in pairs}
+
     def count(self) -> int:
         with self._lock:
             return self._fresh().count()
