@@ -47,7 +47,7 @@ class SentenceTransformerEmbedder:
     def __init__(self, model_path: Path | None = None, batch_size: int = 32) -> None:
         self.model_path = model_path or packaged_minilm_path()
         self.batch_size = batch_size
-        self.name = self.model_path.name
+        self.name = model_path.name if model_path else "all-MiniLM-L6-v2 (packaged)"
         self._lock = threading.Lock()
 
     def load(self) -> Any:
