@@ -10,12 +10,24 @@ from typing import Any
 
 from assistant.errors import InvalidInput
 from assistant.generation import Generator, Prompt
+from assistant.grounding import (
+    Embedder,
+    Evidence,
+    Signals,
+    Thresholds,
+    decline_reason,
+    keyword_overlap,
+    select_evidence,
+    supporting_evidence,
+)
 from assistant.retrieval import Passage, Retriever
 from assistant.settings import Settings
 
 DECLINE_TEXT = "Your documents do not contain an answer to this question."
 _CITATION = re.compile(r"\[(\d{1,2})\]")
-_NOT_FOUND = re.compile(r"^\W*(not found|unknown|none|n/?a|i don'?t know)\W*$", re.IGNORECASE)
+_NOT_FOUND = re.compile(
+    r"^\W*(not found|unknown|none|n/?a|i don'?t know|no answer)\W*$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,9 @@ class Answer:
     model: str = ""
     first_token_seconds: float | None = None
     total_seconds: float = 0.0
+    # Why it was declined (see grounding.decline_reason), and the signals it was decided on.
+    decline_reason: str | None = None
+    signals: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,35 +97,99 @@ def attach_citations(text: str, passages: list[Passage]) -> tuple[str, list[Cita
 
 
 class Answerer:
-    def __init__(self, settings: Settings, retriever: Retriever, generator: Generator) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        retriever: Retriever,
+        generator: Generator,
+        embedder: Embedder | None = None,
+    ) -> None:
         self.settings = settings
         self.retriever = retriever
         self.generator = generator
+        # Scores evidence sentences; by default the retriever's own embedding model.
+        self.embedder = embedder if embedder is not None else getattr(retriever, "embedder", None)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        g = self.settings.grounding
+        return Thresholds(
+            min_similarity=g.min_similarity,
+            min_coverage=g.min_coverage,
+            min_mean_logprob=g.min_mean_logprob,
+            max_abstain_margin=g.max_abstain_margin,
+        )
 
     def stream(
         self, question: str, collections: Sequence[str] | None = None
     ) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the final Answer."""
         started = time.perf_counter()
+        grounding = self.settings.grounding
         question = validate_question(question, self.settings.limits.max_question_chars)
         found = self.retriever.search(question, self.settings.retrieval.top_k, collections)
         # Only passages above the relevance threshold reach the model; none means "not found".
         passages = [p for p in found if p.similarity >= self.settings.retrieval.min_score]
         if not passages:
-            yield self._declined(question, found, started)
+            yield self._declined(question, found, started, reason="similarity")
             return
+        evidence = select_evidence(
+            question,
+            [p.text for p in passages],
+            self.embedder,
+            grounding.evidence_sentences,
+            grounding.keyword_weight,
+        )
+        signals = {
+            "similarity": max(p.similarity for p in passages),
+            "coverage": keyword_overlap(question, " ".join(e.text for e in evidence)),
+        }
+        early = decline_reason(
+            Signals(signals["similarity"], signals["coverage"], None, None, True), self.thresholds
+        )
+        if early is not None or not evidence:
+            yield self._declined(question, passages, started, reason=early or "no-evidence")
+            return
+        prompt = Prompt(
+            [e.text for e in evidence],
+            question,
+            extractive=grounding.constrain,
+            max_tokens=grounding.max_answer_tokens,
+        )
         pieces: list[str] = []
         first_token: float | None = None
-        for piece in self.generator.stream(Prompt([p.text for p in passages], question)):
+        for piece in self.generator.stream(prompt):
             if first_token is None:
                 first_token = time.perf_counter() - started
             pieces.append(piece)
             yield piece
-        raw = "".join(pieces).strip()
-        if not _CITATION.sub("", raw).strip() or _NOT_FOUND.match(_CITATION.sub("", raw)):
-            yield self._declined(question, passages, started, first_token)
+        raw = _CITATION.sub("", "".join(pieces)).strip().rstrip(".").strip()
+        trace = prompt.trace
+        if trace.logprobs:
+            signals["mean_logprob"] = sum(trace.logprobs) / len(trace.logprobs)
+        if trace.abstain_margin is not None:
+            signals["abstain_margin"] = trace.abstain_margin
+        if not raw or _NOT_FOUND.match(raw):
+            yield self._declined(question, passages, started, first_token, "model", signals)
             return
-        text, citations = attach_citations(raw, passages)
+        best, share = supporting_evidence(raw, evidence)
+        signals["support"] = share
+        reason = decline_reason(
+            Signals(
+                similarity=signals["similarity"],
+                coverage=signals["coverage"],
+                mean_logprob=signals.get("mean_logprob"),
+                abstain_margin=signals.get("abstain_margin"),
+                supported=best is not None and share >= grounding.min_support,
+            ),
+            self.thresholds,
+        )
+        if reason is not None or best is None:
+            yield self._declined(
+                question, passages, started, first_token, reason or "unsupported", signals
+            )
+            return
+        text, citations = self._cite(raw, evidence[best], passages)
         yield Answer(
             question=question,
             text=text,
@@ -119,7 +198,13 @@ class Answerer:
             model=self.generator.name,
             first_token_seconds=first_token,
             total_seconds=time.perf_counter() - started,
+            signals=signals,
         )
+
+    @staticmethod
+    def _cite(raw: str, evidence: Evidence, passages: list[Passage]) -> tuple[str, list[Citation]]:
+        """The answer cites the passage holding the evidence sentence that supports it."""
+        return f"{raw} [1]", [Citation(1, passages[evidence.passage])]
 
     def ask(self, question: str, collections: Sequence[str] | None = None) -> Answer:
         for event in self.stream(question, collections):
@@ -128,7 +213,13 @@ class Answerer:
         raise AssertionError("the answer stream ended without an answer")
 
     def _declined(
-        self, question: str, passages: list[Passage], started: float, first: float | None = None
+        self,
+        question: str,
+        passages: list[Passage],
+        started: float,
+        first: float | None = None,
+        reason: str | None = None,
+        signals: dict[str, Any] | None = None,
     ) -> Answer:
         elapsed = time.perf_counter() - started
         return Answer(
@@ -139,4 +230,6 @@ class Answerer:
             model=self.generator.name,
             first_token_seconds=first if first is not None else elapsed,
             total_seconds=elapsed,
+            decline_reason=reason,
+            signals=signals or {},
         )

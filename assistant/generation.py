@@ -6,35 +6,94 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from assistant.errors import ConfigurationError
+from assistant.grounding import SpanConstraint
 from assistant.settings import GeneratorSettings
 
 logger = logging.getLogger(__name__)
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2-fewshot-copy"
 PACKAGED_FILES = {
     "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3-270m": "gemma-3-270m-Q4_K_M.gguf",
 }
+ABSTAIN = "unknown"
 INSTRUCTIONS = (
-    "Answer the question with a short phrase copied from the numbered passages, "
-    "and cite the passage number like [1]. If the passages do not contain the answer, "
-    "reply exactly: not found."
+    "Answer the question with a short phrase copied from the context. "
+    f"If the context does not answer it, answer: {ABSTAIN}."
 )
+# Our own generic examples (never evaluation data). The fixed text comes FIRST in every
+# completion prompt, so llama.cpp reuses its KV cache from one question to the next.
+EXAMPLES = (
+    (
+        "The Harlow Canal was completed in 1794 to carry coal from the northern pits to the "
+        "river port at Elmsbury.",
+        "What did the Harlow Canal carry?",
+        "coal",
+    ),
+    (
+        "The company's first factory, in Dorn, made bicycle frames. A second plant opened in "
+        "Vallis in 1962.",
+        "When did the first factory in Dorn close?",
+        ABSTAIN,
+    ),
+    (
+        "The treaty was signed by the three coastal duchies after a war that had lasted "
+        "eleven years.",
+        "How long did the war last?",
+        "eleven years",
+    ),
+    (
+        "Chloroplasts contain the green pigment chlorophyll, which absorbs red and blue light.",
+        "Which colour of light does chlorophyll reflect most?",
+        ABSTAIN,
+    ),
+    (
+        "The survey of the eastern glacier was led by the geologist Lena Varga, who later "
+        "directed the national mapping office.",
+        "Who led the survey of the eastern glacier?",
+        "Lena Varga",
+    ),
+)
+
+
+def _example_block(context: str, question: str, answer: str | None) -> str:
+    tail = f" {answer}\n\n" if answer is not None else ""
+    return f"Context: {context}\nQuestion: {question}\nAnswer:{tail}"
+
+
+FEW_SHOT_PREFIX = f"{INSTRUCTIONS}\n\n" + "".join(_example_block(*e) for e in EXAMPLES)
+
+
+@dataclass
+class Trace:
+    """What the generator observed while answering (filled in when it can)."""
+
+    logprobs: list[float] = field(default_factory=list)  # unconstrained, per answer token
+    abstain_margin: float | None = None  # log p(abstain) - log p(best copy) at the start
+    constrained: bool = False
 
 
 @dataclass(frozen=True)
 class Prompt:
-    passages: list[str]
+    passages: list[str]  # the evidence, best first or in reading order
     question: str
+    # Only copy spans of the passages (a logits processor), when the model allows it.
+    extractive: bool = False
+    max_tokens: int | None = None
+    trace: Trace = field(default_factory=Trace, compare=False)
 
     def context(self) -> str:
-        return "\n\n".join(f"[{n}] {text}" for n, text in enumerate(self.passages, start=1))
+        return " ".join(text.strip() for text in self.passages)
+
+    def completion_text(self, few_shot: bool = True) -> str:
+        prefix = FEW_SHOT_PREFIX if few_shot else f"{INSTRUCTIONS}\n\n"
+        return prefix + _example_block(self.context(), self.question, None)
 
 
 class Generator(Protocol):
@@ -135,9 +194,10 @@ class LlamaGenerator:
             else:
                 yield from self._stream_completion(llama, prompt)
 
-    def _sampling(self) -> dict[str, Any]:
+    def _sampling(self, prompt: Prompt) -> dict[str, Any]:
+        limit = self.settings.max_tokens
         return {
-            "max_tokens": self.settings.max_tokens,
+            "max_tokens": min(limit, prompt.max_tokens) if prompt.max_tokens else limit,
             "temperature": self.settings.temperature,
             "top_k": 1 if self.settings.temperature == 0 else 40,
             "repeat_penalty": 1.0,
@@ -145,26 +205,56 @@ class LlamaGenerator:
         }
 
     def _stream_chat(self, llama: Any, prompt: Prompt) -> Iterator[str]:
-        messages = [
-            {"role": "system", "content": INSTRUCTIONS},
-            {
-                "role": "user",
-                "content": f"Passages:\n{prompt.context()}\n\nQuestion: {prompt.question}",
-            },
-        ]
-        for part in llama.create_chat_completion(messages=messages, **self._sampling()):
+        # The chat template starts the answer without a leading space, so the copy
+        # constraint (built on in-sentence tokens) is not applied: the answerer's support
+        # check guards chat models instead.
+        messages = [{"role": "system", "content": INSTRUCTIONS}]
+        for context, question, answer in EXAMPLES if self.settings.few_shot else ():
+            messages.append(
+                {"role": "user", "content": f"Context: {context}\nQuestion: {question}"}
+            )
+            messages.append({"role": "assistant", "content": answer})
+        messages.append(
+            {"role": "user", "content": f"Context: {prompt.context()}\nQuestion: {prompt.question}"}
+        )
+        for part in llama.create_chat_completion(messages=messages, **self._sampling(prompt)):
             text = part["choices"][0]["delta"].get("content")
             if text:
                 yield text
 
+    def _constraint(self, llama: Any, prompt: Prompt) -> SpanConstraint:
+        def tokens(text: str) -> list[int]:
+            return list(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+        return SpanConstraint(
+            [tokens(" " + text.strip()) for text in prompt.passages],
+            stop_tokens=[*tokens("\n")[:1], llama.token_eos()],
+            abstain_tokens=tokens(" " + ABSTAIN)[:1],
+        )
+
     def _stream_completion(self, llama: Any, prompt: Prompt) -> Iterator[str]:
-        text = f"{INSTRUCTIONS}\n\n{prompt.context()}\n\nQuestion: {prompt.question}\nAnswer:"
+        from llama_cpp import LogitsProcessorList
+
+        extra: dict[str, Any] = {}
+        constraint = None
+        if prompt.extractive:
+            constraint = self._constraint(llama, prompt)
+            extra["logits_processor"] = LogitsProcessorList([constraint])
         for part in llama.create_completion(
-            prompt=text, stop=["\n", "Question:", "[/"], **self._sampling()
+            prompt=prompt.completion_text(self.settings.few_shot),
+            stop=["\n", "Question:", "Context:"],
+            **self._sampling(prompt),
+            **extra,
         ):
             piece = part["choices"][0]["text"]
             if piece:
                 yield piece
+        if constraint is not None:
+            prompt.trace.constrained = True
+            prompt.trace.logprobs = list(constraint.logprobs)
+            if constraint.abstain_logprob is not None and constraint.best_first_logprob is not None:
+                margin = constraint.abstain_logprob - constraint.best_first_logprob
+                prompt.trace.abstain_margin = margin
 
 
 class ExtractiveFakeGenerator:
@@ -174,6 +264,6 @@ class ExtractiveFakeGenerator:
     prompt_style = "completion"
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
-        first = prompt.passages[0].split(". ")[0] if prompt.passages else "not found"
-        for word in f"{first} [1]".split(" "):
+        first = prompt.passages[0].split(". ")[0] if prompt.passages else ABSTAIN
+        for word in first.split(" "):
             yield word + " "
