@@ -19,6 +19,7 @@ import pytest
 
 from assistant.services import Services
 from assistant.settings import Settings
+from tests.conftest import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -89,12 +90,7 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         print(log.read_text(errors="replace"))  # shown by pytest when the test fails
 
 
