@@ -53,6 +53,8 @@ class Answer:
     # Why it was declined (see grounding.decline_reason), and the signals it was decided on.
     decline_reason: str | None = None
     signals: dict[str, Any] = field(default_factory=dict)
+    # Every passage retrieval returned (inside the reader's collections), for the audit log.
+    retrieved: list[Passage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,7 +133,7 @@ class Answerer:
         # Only passages above the relevance threshold reach the model; none means "not found".
         passages = [p for p in found if p.similarity >= self.settings.retrieval.min_score]
         if not passages:
-            yield self._declined(question, found, started, reason="similarity")
+            yield self._declined(question, found, found, started, reason="similarity")
             return
         evidence = select_evidence(
             question,
@@ -148,7 +150,7 @@ class Answerer:
             Signals(signals["similarity"], signals["coverage"], None, None, True), self.thresholds
         )
         if early is not None or not evidence:
-            yield self._declined(question, passages, started, reason=early or "no-evidence")
+            yield self._declined(question, passages, found, started, reason=early or "no-evidence")
             return
         prompt = Prompt(
             [e.text for e in evidence],
@@ -170,7 +172,7 @@ class Answerer:
         if trace.abstain_margin is not None:
             signals["abstain_margin"] = trace.abstain_margin
         if not raw or _NOT_FOUND.match(raw):
-            yield self._declined(question, passages, started, first_token, "model", signals)
+            yield self._declined(question, passages, found, started, first_token, "model", signals)
             return
         best, share = supporting_evidence(raw, evidence)
         signals["support"] = share
@@ -186,7 +188,7 @@ class Answerer:
         )
         if reason is not None or best is None:
             yield self._declined(
-                question, passages, started, first_token, reason or "unsupported", signals
+                question, passages, found, started, first_token, reason or "unsupported", signals
             )
             return
         text, citations = self._cite(raw, evidence[best], passages)
@@ -199,12 +201,37 @@ class Answerer:
             first_token_seconds=first_token,
             total_seconds=time.perf_counter() - started,
             signals=signals,
+            retrieved=found,
         )
 
     @staticmethod
     def _cite(raw: str, evidence: Evidence, passages: list[Passage]) -> tuple[str, list[Citation]]:
         """The answer cites the passage holding the evidence sentence that supports it."""
         return f"{raw} [1]", [Citation(1, passages[evidence.passage])]
+
+    def audit_details(self, answer: Answer, collections: Sequence[str] | None) -> dict[str, Any]:
+        """What the audit log keeps about a question: enough to replay exactly what was
+        retrieved (document version, chunk, score), produced it and was answered."""
+        return {
+            "question": answer.question,
+            "collections": None if collections is None else sorted(collections),
+            "retrieved": [
+                {
+                    "document_id": p.document_id,
+                    "document_sha256": p.document_sha256,
+                    "chunk_id": p.chunk_id,
+                    "score": round(p.score, 6),
+                    "similarity": round(p.similarity, 6),
+                }
+                for p in answer.retrieved
+            ],
+            "cited": [c.passage.chunk_id for c in answer.citations],
+            "answer": answer.text,
+            "declined": answer.declined,
+            "decline_reason": answer.decline_reason,
+            **self.generator.fingerprint(),
+            "grounding": self.settings.grounding.model_dump(),
+        }
 
     def ask(self, question: str, collections: Sequence[str] | None = None) -> Answer:
         for event in self.stream(question, collections):
@@ -216,6 +243,7 @@ class Answerer:
         self,
         question: str,
         passages: list[Passage],
+        retrieved: list[Passage],
         started: float,
         first: float | None = None,
         reason: str | None = None,
@@ -232,4 +260,5 @@ class Answerer:
             total_seconds=elapsed,
             decline_reason=reason,
             signals=signals or {},
+            retrieved=retrieved,
         )

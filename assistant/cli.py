@@ -15,14 +15,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+from assistant.accounts import ROLES, AccountService, Principal
 from assistant.errors import AssistantError
 from assistant.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from assistant.audit import AuditLog
 
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,7 +80,9 @@ def ingest(paths: tuple[Path, ...], queue: bool) -> None:
         try:
             if not path.is_file():
                 raise click.ClickException(f"{path}: no such file")
-            added.append(services.documents.add_path(path))
+            document = services.documents.add_path(path)
+            services.audit(None, "document.upload", document.described())
+            added.append(document)
         except (AssistantError, click.ClickException) as exc:
             failures += 1
             click.echo(f"rejected  {path}: {exc}", err=True)
@@ -106,18 +113,13 @@ def ask(question: str, as_json: bool) -> None:
     from assistant.answering import Answer
     from assistant.services import build_services
 
-    answerer = build_services(_settings()).answerer
-    answer: Answer | None = None
-    for event in answerer.stream(question):
-        if isinstance(event, Answer):
-            answer = event
-        elif not as_json:
-            click.echo(event, nl=False)
-    assert answer is not None
+    services = build_services(_settings())
+    answer: Answer = services.answerer.ask(question)
+    # Fail closed: nothing is printed unless the question and answer are in the audit log.
+    services.audit(None, "question", services.answerer.audit_details(answer, None))
     if as_json:
         click.echo(json.dumps(answer.to_dict(), indent=2))
         return
-    click.echo()
     if answer.declined:
         click.echo(f"\n{answer.text}")
         if answer.suggestions:
@@ -286,6 +288,304 @@ def serve(web_workers: int, concurrency: int) -> None:
         click.echo("Stopping...")
     if not stop["requested"]:
         raise SystemExit(1)
+
+
+# -- users, groups and collections --------------------------------------------------------
+def _accounts() -> tuple[AccountService, Principal]:
+    """The account service (its changes are audited) and the CLI's operator principal."""
+    from assistant.services import build_services
+
+    return build_services(_settings()).accounts, Principal.operator()
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@main.group()
+def users() -> None:
+    """Manage user accounts (roles: staff, admin, auditor)."""
+
+
+@users.command(name="add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--group", "groups", multiple=True, help="A group to join (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@core_errors
+def users_add(username: str, role: str, groups: tuple[str, ...], password_stdin: bool) -> None:
+    """Add a user; the password is prompted for (or read from stdin)."""
+    accounts, operator = _accounts()
+    accounts.add_user(username, _read_password(password_stdin), role, groups, actor=operator)
+    click.echo(f"added user {username} ({role})")
+
+
+@users.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the users as JSON.")
+@core_errors
+def users_list(as_json: bool) -> None:
+    """List the users, their roles and groups."""
+    accounts, _ = _accounts()
+    found = accounts.list_users()
+    if as_json:
+        click.echo(json.dumps([user.to_dict() for user in found], indent=2))
+        return
+    for user in found:
+        state = "disabled" if user.disabled else "active"
+        groups = ",".join(user.groups) or "-"
+        click.echo(f"{user.username:<24} {user.role:<8} {state:<8} {groups}")
+
+
+@users.command(name="disable")
+@click.argument("username")
+@core_errors
+def users_disable(username: str) -> None:
+    """Disable a user: no login, and their API tokens stop working."""
+    accounts, operator = _accounts()
+    accounts.disable_user(username, actor=operator)
+    click.echo(f"disabled user {username}")
+
+
+@users.command(name="enable")
+@click.argument("username")
+@core_errors
+def users_enable(username: str) -> None:
+    """Enable a disabled user again."""
+    accounts, operator = _accounts()
+    accounts.enable_user(username, actor=operator)
+    click.echo(f"enabled user {username}")
+
+
+@users.command(name="set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@core_errors
+def users_set_password(username: str, password_stdin: bool) -> None:
+    """Set a user's password."""
+    accounts, operator = _accounts()
+    accounts.get_user(username)  # fail before prompting for a password
+    accounts.set_password(username, _read_password(password_stdin), actor=operator)
+    click.echo(f"password changed for {username}")
+
+
+@users.command(name="set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(ROLES))
+@core_errors
+def users_set_role(username: str, role: str) -> None:
+    """Change a user's role."""
+    accounts, operator = _accounts()
+    accounts.set_role(username, role, actor=operator)
+    click.echo(f"{username} is now {role}")
+
+
+@users.command(name="token")
+@click.argument("username")
+@click.option("--name", required=True, help="What the token is for, e.g. a script's name.")
+@core_errors
+def users_token(username: str, name: str) -> None:
+    """Issue an API token for a user; it is printed once and cannot be shown again."""
+    accounts, operator = _accounts()
+    click.echo(accounts.issue_token(username, name, actor=operator))
+
+
+@users.command(name="tokens")
+@click.argument("username")
+@core_errors
+def users_tokens(username: str) -> None:
+    """List a user's API tokens (never the tokens themselves)."""
+    accounts, _ = _accounts()
+    for token in accounts.list_tokens(username):
+        used = token.last_used_at.isoformat() + "Z" if token.last_used_at else "never used"
+        state = "revoked" if token.revoked else "active"
+        click.echo(f"{token.id:<6} {token.name:<24} {state:<8} {used}")
+
+
+@users.command(name="revoke-token")
+@click.argument("token_id", type=int)
+@core_errors
+def users_revoke_token(token_id: int) -> None:
+    """Revoke an API token by its id (see `users tokens`)."""
+    accounts, operator = _accounts()
+    accounts.revoke_token(token_id, actor=operator)
+    click.echo(f"revoked token {token_id}")
+
+
+@main.group()
+def groups() -> None:
+    """Manage groups; collections grant read access to groups."""
+
+
+@groups.command(name="create")
+@click.argument("name")
+@core_errors
+def groups_create(name: str) -> None:
+    """Create a group."""
+    accounts, operator = _accounts()
+    accounts.create_group(name, actor=operator)
+    click.echo(f"created group {name}")
+
+
+@groups.command(name="delete")
+@click.argument("name")
+@core_errors
+def groups_delete(name: str) -> None:
+    """Delete a group, its memberships and its read grants."""
+    accounts, operator = _accounts()
+    accounts.delete_group(name, actor=operator)
+    click.echo(f"deleted group {name}")
+
+
+@groups.command(name="list")
+@core_errors
+def groups_list() -> None:
+    """List the groups and their members."""
+    accounts, _ = _accounts()
+    for group in accounts.list_groups():
+        members = ",".join(group.members) or "-"
+        click.echo(f"{group.name:<24} {members}")
+
+
+@groups.command(name="add-member")
+@click.argument("group")
+@click.argument("username")
+@core_errors
+def groups_add_member(group: str, username: str) -> None:
+    """Add a user to a group."""
+    accounts, operator = _accounts()
+    accounts.add_member(group, username, actor=operator)
+    click.echo(f"{username} is in group {group}")
+
+
+@groups.command(name="remove-member")
+@click.argument("group")
+@click.argument("username")
+@core_errors
+def groups_remove_member(group: str, username: str) -> None:
+    """Remove a user from a group."""
+    accounts, operator = _accounts()
+    accounts.remove_member(group, username, actor=operator)
+    click.echo(f"{username} left group {group}")
+
+
+@main.group()
+def collections() -> None:
+    """Manage collections: every document belongs to one; groups are granted reading."""
+
+
+@collections.command(name="create")
+@click.argument("name")
+@click.option("--reader", "readers", multiple=True, help="A group that may read it (repeatable).")
+@click.option("--description", default="", help="What the collection holds.")
+@core_errors
+def collections_create(name: str, readers: tuple[str, ...], description: str) -> None:
+    """Create a collection."""
+    accounts, operator = _accounts()
+    accounts.create_collection(name, readers, description, actor=operator)
+    click.echo(f"created collection {name}")
+
+
+@collections.command(name="list")
+@core_errors
+def collections_list() -> None:
+    """List the collections and the groups that may read them."""
+    accounts, _ = _accounts()
+    for collection in accounts.list_collections():
+        readers = ",".join(collection.readers) or "-"
+        click.echo(f"{collection.name:<24} readers: {readers:<32} {collection.description}")
+
+
+@collections.command(name="set-readers")
+@click.argument("name")
+@click.argument("groups", nargs=-1)
+@core_errors
+def collections_set_readers(name: str, groups: tuple[str, ...]) -> None:
+    """Replace the groups that may read a collection (none: only admins)."""
+    accounts, operator = _accounts()
+    accounts.set_readers(name, groups, actor=operator)
+    click.echo(f"{name} readers: {', '.join(sorted(set(groups))) or 'none (admins only)'}")
+
+
+# -- audit log ----------------------------------------------------------------------------
+@main.group(name="audit")
+def audit_group() -> None:
+    """Verify and export the tamper-evident audit log (both are audited themselves)."""
+
+
+def _audit_log() -> AuditLog:
+    from assistant.services import build_services
+
+    return build_services(_settings()).audit_log
+
+
+def _audit_cli_action(log: AuditLog, action: str, details: dict[str, Any]) -> None:
+    """Record what the local operator did, as `cli:<os user>`."""
+    operator = Principal.operator()
+    log.record(actor_id=operator.actor, actor_role=operator.role, action=action, details=details)
+
+
+def _utc_time(context: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """YYYY-MM-DD (a bare --to day is included whole) or an ISO time, UTC unless it says."""
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise click.BadParameter("use YYYY-MM-DD or an ISO date-time") from None
+        return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    start_of_day = datetime(day.year, day.month, day.day)
+    return start_of_day + timedelta(days=1) if param.name == "end" else start_of_day
+
+
+@audit_group.command(name="verify")
+@core_errors
+def audit_verify() -> None:
+    """Check the hash chain and the signed checkpoints; exit 1 naming the first bad record."""
+    log = _audit_log()
+    result = log.verify()
+    details = {"ok": result.ok, "records": result.records_checked}
+    _audit_cli_action(log, "audit.verify", {**details, "first_bad_seq": result.first_bad_seq})
+    click.echo(result.summary(), err=not result.ok)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@audit_group.command(name="export")
+@click.option(
+    "--from", "start", metavar="DATE", callback=_utc_time, help="YYYY-MM-DD or ISO time, UTC."
+)
+@click.option(
+    "--to", "end", metavar="DATE", callback=_utc_time, help="Last day, included; or ISO time."
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
+@core_errors
+def audit_export(
+    start: datetime | None, end: datetime | None, fmt: Literal["jsonl", "csv"], output: Path | None
+) -> None:
+    """Export the records in a time range (UTC) as JSON lines or CSV."""
+    if start and end and start >= end:
+        raise click.BadParameter("--from must be before --to", param_hint="--from/--to")
+    log = _audit_log()
+    span = {"from": start and start.isoformat(), "to": end and end.isoformat()}
+    details = {**span, "format": fmt, "output": str(output or "-")}
+    if output is None:
+        _audit_cli_action(log, "audit.export", details)  # before any record is shown
+        log.export(sys.stdout, fmt, start, end)
+        return
+    try:  # the export holds personal data: readable by the owner only
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from exc
+    with open(fd, "w", encoding="utf-8", newline="") as out:
+        _audit_cli_action(log, "audit.export", details)
+        count = log.export(out, fmt, start, end)
+    click.echo(f"exported {count} records to {output}", err=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ class Document(Base):
     # The extracted text that chunk offsets point into; loaded only when asked for.
     text: Mapped[str | None] = deferred(mapped_column(Text, default=None))
 
+    def described(self) -> dict[str, object]:
+        """What the audit log keeps about a document action: the exact version."""
+        return {
+            "document_id": self.id,
+            "filename": self.filename,
+            "collection": self.collection,
+            "sha256": self.sha256,
+            "version": self.version,
+        }
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
@@ -121,5 +131,8 @@ def make_engine(url: str) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
+    import assistant.audit  # noqa: F401
+    from assistant import accounts  # noqa: F401  (registers its tables)
+
     Base.metadata.create_all(engine)
     return sessionmaker(engine, expire_on_commit=False)

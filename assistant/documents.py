@@ -6,7 +6,7 @@ import hashlib
 import logging
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -22,6 +22,8 @@ from assistant.settings import Settings
 from assistant.vectorstore import ChromaStore
 
 logger = logging.getLogger(__name__)
+DEFAULT_COLLECTION = "default"
+Scope = Sequence[str] | None  # the collections a reader may see; None: all of them
 
 
 def clean_filename(filename: str) -> str:
@@ -58,8 +60,9 @@ class DocumentService:
         self.keywords = keywords
 
     # -- upload -------------------------------------------------------------------------
-    def add(self, filename: str, data: bytes) -> Document:
-        """Validate and store an upload under an internal id; the document starts queued."""
+    def add(self, filename: str, data: bytes, collection: str = DEFAULT_COLLECTION) -> Document:
+        """Validate and store an upload under an internal id; the document starts queued.
+        The caller checks that `collection` exists and that the uploader may write to it."""
         name = clean_filename(filename)
         extension = check_extension(name)
         if not data:
@@ -73,6 +76,7 @@ class DocumentService:
             extension=extension,
             sha256=hashlib.sha256(data).hexdigest(),
             size_bytes=len(data),
+            collection=collection,
             status=DocumentStatus.QUEUED,
         )
         path = self.original_path(document.id)
@@ -194,28 +198,38 @@ class DocumentService:
             )
 
     # -- reading ------------------------------------------------------------------------
-    def list(self) -> list[Document]:
-        with self.sessions() as session:
-            return list(session.scalars(select(Document).order_by(Document.created_at.desc())))
+    # `scope` limits every read to the collections a reader may see. A document outside it
+    # gets the same NotFound as an unknown id, so ids never reveal what exists.
+    @staticmethod
+    def _visible(document: Document | None, scope: Scope) -> bool:
+        return document is not None and (scope is None or document.collection in scope)
 
-    def get(self, document_id: str) -> Document:
+    def list(self, scope: Scope = None) -> list[Document]:
+        query = select(Document).order_by(Document.created_at.desc())
+        if scope is not None:
+            query = query.where(Document.collection.in_(list(scope)))
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
+    def get(self, document_id: str, scope: Scope = None) -> Document:
         with self.sessions() as session:
             document = session.get(Document, document_id)
-            if document is None:
+            if document is None or not self._visible(document, scope):
                 raise NotFound(f"no document {document_id}")
             return document
 
-    def text(self, document_id: str) -> str:
+    def text(self, document_id: str, scope: Scope = None) -> str:
         with self.sessions() as session:
             document = session.get(Document, document_id)
-            if document is None or document.text is None:
+            text = document.text if self._visible(document, scope) else None  # type: ignore[union-attr]
+            if text is None:
                 raise NotFound(f"no indexed text for document {document_id}")
-            return document.text
+            return text
 
-    def chunk(self, chunk_id: str) -> Chunk:
+    def chunk(self, chunk_id: str, scope: Scope = None) -> Chunk:
         with self.sessions() as session:
             chunk = session.get(Chunk, chunk_id)
-            if chunk is None:
+            if chunk is None or not self._visible(session.get(Document, chunk.document_id), scope):
                 raise NotFound(f"no passage {chunk_id}")
             return chunk
 
@@ -227,12 +241,13 @@ class DocumentService:
                 )
             )
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, scope: Scope = None) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "processing", "indexed", "failed"), 0)
+        query = select(Document.status, func.count()).group_by(Document.status)
+        if scope is not None:
+            query = query.where(Document.collection.in_(list(scope)))
         with self.sessions() as session:
-            rows = session.execute(
-                select(Document.status, func.count()).group_by(Document.status)
-            ).all()
+            rows = session.execute(query).all()
         counts.update({status: number for status, number in rows})
         return counts
 

@@ -6,7 +6,8 @@ AssistantError
 │   └── FileTooLarge
 ├── NotFound              an id that does not exist (HTTP 404)
 ├── DocumentError         a stored document could not be parsed; it fails, others go on
-└── ConfigurationError    settings or model files are wrong; fail fast at start-up
+├── ConfigurationError    settings or model files are wrong; fail fast at start-up
+└── AuditError            the audit log could not be written; the caller fails closed
 """
 
 
@@ -36,3 +37,7 @@ class DocumentError(AssistantError):
 
 class ConfigurationError(AssistantError):
     """The settings or the model files are not usable."""
+
+
+class AuditError(AssistantError):
+    """An audit record could not be written (or signed). Callers must not go on: fail closed."""

@@ -103,6 +103,10 @@ class Generator(Protocol):
         """Yield the answer text piece by piece."""
         ...
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The model file, prompt version and sampling settings, for the audit log."""
+        ...
+
 
 def resolve_model_path(settings: GeneratorSettings, models_dir: Path) -> Path:
     """The GGUF file to load: an explicit path, or one of the packaged models."""
@@ -140,6 +144,11 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@cache
+def _cached_sha256(path: str) -> str:
+    return file_sha256(Path(path))  # 250 MB: hashed once per process
 
 
 @cache
@@ -182,6 +191,18 @@ class LlamaGenerator:
     @property
     def prompt_style(self) -> str:
         return choose_prompt_style(self.settings, self.model_path)
+
+    def fingerprint(self) -> dict[str, Any]:
+        sampling = self._sampling(Prompt([], ""))
+        del sampling["stream"]
+        return {
+            "model": self.name,
+            "model_sha256": _cached_sha256(str(self.model_path)),
+            "prompt_version": PROMPT_VERSION,
+            "prompt_style": self.prompt_style,
+            "few_shot": self.settings.few_shot,
+            "sampling": sampling,
+        }
 
     def load(self) -> Any:
         return _load_llama(str(self.model_path), self.settings.n_ctx, self.settings.n_threads)
@@ -235,6 +256,8 @@ class LlamaGenerator:
     def _stream_completion(self, llama: Any, prompt: Prompt) -> Iterator[str]:
         from llama_cpp import LogitsProcessorList
 
+        if not self.settings.prefix_cache:
+            llama.reset()  # forget the evaluated tokens: the whole prompt is processed again
         extra: dict[str, Any] = {}
         constraint = None
         if prompt.extractive:
@@ -262,6 +285,9 @@ class ExtractiveFakeGenerator:
 
     name = "extractive-fake"
     prompt_style = "completion"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"model": self.name, "model_sha256": None, "prompt_version": PROMPT_VERSION}
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
         first = prompt.passages[0].split(". ")[0] if prompt.passages else ABSTAIN

@@ -99,6 +99,8 @@ def select_evidence(
     """The `count` sentences that best match the question: MiniLM cosine plus
     `keyword_weight` times keyword overlap. They are returned in document order
     (by passage rank, then position), which reads better than score order."""
+    if count == 0:  # selection off: each whole passage is one piece of evidence
+        return [Evidence(text, index, 0, len(text)) for index, text in enumerate(passages)]
     candidates = [
         Evidence(passage[s:e], index, s, e)
         for index, passage in enumerate(passages)

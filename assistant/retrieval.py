@@ -29,6 +29,7 @@ class Passage:
     end: int
     score: float  # the fused ranking score: only its order means something
     similarity: float = 0.0  # cosine similarity to the question, used to decline
+    document_sha256: str = ""  # the exact version the passage came from, for the audit log
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,7 +102,7 @@ class Retriever:
             return []
         with self.sessions() as session:
             rows = session.execute(
-                select(Chunk, Document.filename)
+                select(Chunk, Document.filename, Document.sha256)
                 .join(Document, Document.id == Chunk.document_id)
                 .where(Chunk.id.in_(list(scores)))
             ).all()
@@ -117,7 +118,8 @@ class Retriever:
                 end=chunk.char_end,
                 score=scores[chunk.id],
                 similarity=similarity.get(chunk.id, 0.0),
+                document_sha256=sha256,
             )
-            for chunk, filename in rows
+            for chunk, filename, sha256 in rows
         ]
         return sorted(passages, key=lambda p: p.score, reverse=True)

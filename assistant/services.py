@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
+from assistant.accounts import AccountService, Principal
 from assistant.answering import Answerer
+from assistant.audit import AuditLog
 from assistant.db import make_engine, make_session_factory
 from assistant.documents import DocumentService, pending_ids
 from assistant.embedding import Embedder, SentenceTransformerEmbedder
@@ -18,6 +22,12 @@ from assistant.settings import Settings, load_settings
 from assistant.vectorstore import ChromaStore
 
 logger = logging.getLogger(__name__)
+
+# The request being served (request id, client address), set by an adapter, so every audit
+# record made while serving it carries them.
+request_context: ContextVar[tuple[str | None, str | None]] = ContextVar(
+    "request_context", default=(None, None)
+)
 
 
 @dataclass
@@ -31,6 +41,23 @@ class Services:
     documents: DocumentService
     retriever: Retriever
     answerer: Answerer
+    audit_log: AuditLog
+    accounts: AccountService
+
+    def audit(
+        self, actor: Principal | None, action: str, details: dict[str, Any] | None = None
+    ) -> int:
+        """Append one audit record (raises AuditError: callers fail closed)."""
+        actor = actor or Principal.operator()
+        request_id, client = request_context.get()
+        return self.audit_log.record(
+            actor_id=actor.actor,
+            actor_role=actor.role,
+            action=action,
+            details=details,
+            request_id=request_id,
+            client=client,
+        )
 
 
 def build_services(
@@ -50,7 +77,7 @@ def build_services(
     store = ChromaStore(settings.chroma_dir)
     keywords = KeywordIndex(settings.keyword_index_path)
     retriever = Retriever(sessions, embedder, store, keywords, settings.retrieval)
-    return Services(
+    services = Services(
         settings=settings,
         sessions=sessions,
         embedder=embedder,
@@ -60,7 +87,11 @@ def build_services(
         documents=DocumentService(settings, sessions, embedder, store, keywords),
         retriever=retriever,
         answerer=Answerer(settings, retriever, generator),
+        audit_log=AuditLog(sessions, settings),
+        accounts=AccountService(sessions, settings),
     )
+    services.accounts.audit = services.audit
+    return services
 
 
 def pending_document_ids(settings: Settings) -> list[str]:

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.errors import ConfigurationError
@@ -31,6 +31,9 @@ class GeneratorSettings(BaseModel):
     # Put fixed worked examples (our own, generic) before the question; their KV cache is
     # reused across questions. Off: instructions only (e.g. for a larger instruct model).
     few_shot: bool = True
+    # Reuse the KV cache of the prompt prefix shared with the previous question (the
+    # instructions and examples). Off only to measure what the cache saves.
+    prefix_cache: bool = True
 
 
 class RetrievalSettings(BaseModel):
@@ -50,7 +53,8 @@ class GroundingSettings(BaseModel):
 
     # The best sentences of the top passages given to the model, scored by MiniLM cosine
     # plus keyword_weight times the share of the question's content words they contain.
-    evidence_sentences: int = Field(3, ge=1, le=20)
+    # 0 turns selection off: the whole top passages are the evidence.
+    evidence_sentences: int = Field(3, ge=0, le=20)
     keyword_weight: float = Field(0.5, ge=0.0)
     # Completion-style models may only copy a span of the evidence (a logits processor).
     constrain: bool = True
@@ -88,6 +92,26 @@ class LimitSettings(BaseModel):
     max_question_chars: int = Field(1000, ge=10)
 
 
+class AuditSettings(BaseModel):
+    # A signed checkpoint is made every this many records or minutes, whichever comes first.
+    checkpoint_every: int = Field(100, ge=1)
+    checkpoint_minutes: float = Field(10.0, gt=0)
+    # The Ed25519 signing key is kept outside the database. Default: <data_dir>/audit/.
+    # Put it on another volume (or mount it read-only) in production.
+    signing_key_path: Path | None = None
+    # Signed checkpoints are also appended here, for shipping off the box.
+    checkpoint_file: Path | None = None
+
+
+class AccountSettings(BaseModel):
+    # Failed logins allowed per account within the window; the next one gets HTTP 429.
+    max_failed_logins: int = Field(5, ge=1)
+    failed_login_window_seconds: int = Field(60, ge=1)
+    session_hours: float = Field(12.0, gt=0)
+    # Cookies carry the Secure flag; turn off only for plain-HTTP development or tests.
+    secure_cookies: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore"
@@ -107,6 +131,11 @@ class Settings(BaseSettings):
     grounding: GroundingSettings = GroundingSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     limits: LimitSettings = LimitSettings()
+    audit: AuditSettings = AuditSettings()
+    accounts: AccountSettings = AccountSettings()
+    # The first admin's password (ASSISTANT_ADMIN_PASSWORD). Unset: one is generated and
+    # printed once, on first start only.
+    admin_password: SecretStr | None = None
 
     @cached_property
     def resolved_data_dir(self) -> Path:
@@ -137,6 +166,18 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.resolved_data_dir / "models"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.resolved_data_dir / "audit"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.audit.signing_key_path or self.audit_dir / "signing-key.pem"
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.audit.checkpoint_file or self.audit_dir / "checkpoints.jsonl"
 
     @property
     def broker_dir(self) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 
 from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator
@@ -28,9 +29,21 @@ REDIS_START = [
 ]  # fmt: skip
 
 
+# The first admin's password in tests (ASSISTANT_ADMIN_PASSWORD in production).
+ADMIN_PASSWORD = "test admin password 1"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "var")
+    return load_settings(data_dir=tmp_path / "var", admin_password=ADMIN_PASSWORD)
+
+
+def sign_in(client: FlaskClient, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+    """Sign in through the login form; later requests carry the session's CSRF token."""
+    response = client.post("/login", data={"username": username, "password": password})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    with client.session_transaction() as session:
+        client.environ_base["HTTP_X_CSRF_TOKEN"] = session["csrf_token"]
 
 
 @pytest.fixture

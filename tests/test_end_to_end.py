@@ -15,7 +15,7 @@ import redis
 
 from assistant.services import build_services
 from assistant.settings import Settings, load_settings
-from tests.conftest import wait_until
+from tests.conftest import ADMIN_PASSWORD, sign_in, wait_until
 from web import create_app
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,7 @@ def upload_ask_and_check(
 ) -> None:
     start_worker(settings)
     client = create_app(settings=settings, services=build_services(settings)).test_client()
+    sign_in(client)
     response = client.post(
         "/api/documents",
         data={"files": [(io.BytesIO(data), name) for name, data in files.items()]},
@@ -53,7 +54,7 @@ def upload_ask_and_check(
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
     events = sse_events(response.get_data(as_text=True))
-    assert events[0][0] == "token"
+    assert [name for name, _ in events] == ["status", "answer"]
     name, answer = events[-1]
     assert name == "answer"
     assert not answer["declined"]
@@ -72,7 +73,9 @@ def test_redis_broker_end_to_end(
     tmp_path: Path, redis_url: str, start_worker: Callable[..., Any], files: dict[str, bytes]
 ) -> None:
     redis.Redis.from_url(redis_url).flushdb()
-    settings = load_settings(data_dir=tmp_path / "redis-var", broker_url=redis_url)
+    settings = load_settings(
+        data_dir=tmp_path / "redis-var", broker_url=redis_url, admin_password=ADMIN_PASSWORD
+    )
     upload_ask_and_check(settings, start_worker, files)
 
 

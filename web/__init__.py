@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from flask import Flask
@@ -49,21 +50,42 @@ def create_app(
         MAX_CONTENT_LENGTH=per_file * UPLOAD_BATCH_FACTOR + MULTIPART_OVERHEAD,
         ASSISTANT_MAX_UPLOAD_BYTES=per_file,
         ASSISTANT_MAX_QUESTION_CHARS=settings.limits.max_question_chars,
+        ASSISTANT_ACCOUNTS=settings.accounts,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = WebState(services=services, tasks=task_sender)
     app.jinja_env.filters["size"] = human_size
     app.jinja_env.filters["when"] = short_time
 
-    from web import ask, documents, health, sources
+    from web import admin, ask, audit, documents, health, sources
+    from web.auth import init_auth
 
+    init_auth(app)
     app.register_blueprint(ask.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(audit.bp)
     app.register_blueprint(documents.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(health.bp)
     register_error_handlers(app)
+    announce_first_admin(services)
     logger.info("web app ready (data in %s)", settings.resolved_data_dir)
     return app
+
+
+def announce_first_admin(services: Services) -> None:
+    """On the very first start, create the admin account; a generated password is printed
+    once (set ASSISTANT_ADMIN_PASSWORD to choose it instead)."""
+    password = services.accounts.ensure_first_admin()
+    if password is not None:
+        print(
+            "\n  First start: created the admin account.\n"
+            f"  user name: admin\n  password:  {password}\n"
+            "  It is shown only this once. Sign in and change it, or set it with\n"
+            "  `assistant users set-password admin`.\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def load_secret_key(path: Path) -> str:

@@ -7,10 +7,13 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
 
-from assistant.answering import Answer, Answerer, validate_question
-from assistant.errors import AssistantError, InvalidInput
+from assistant.answering import validate_question
+from assistant.documents import Scope
+from assistant.errors import AssistantError, AuditError, InvalidInput
+from assistant.services import Services
+from web.auth import audit, scope
 from web.state import services
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ def ask() -> Response:
         raise InvalidInput('"question" must be a string')
     question = validate_question(question, current_app.config["ASSISTANT_MAX_QUESTION_CHARS"])
     return Response(
-        _events(services().answerer, question),
+        stream_with_context(_events(services(), question, scope())),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -45,15 +48,20 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _events(answerer: Answerer, question: str) -> Iterator[str]:
+def _events(services: Services, question: str, collections: Scope) -> Iterator[str]:
+    """Fail closed: the answer is sent only once its audit record is written, so the
+    generated text is held back until then (answers are a short copied span)."""
+    answerer = services.answerer
     try:
-        for item in answerer.stream(question):
-            if isinstance(item, Answer):
-                yield sse("answer", item.to_dict())
-            else:
-                yield sse("token", {"text": item})
+        yield sse("status", {"text": "searching your documents"})
+        answer = answerer.ask(question, collections)
+        audit("question", answerer.audit_details(answer, collections))
+        yield sse("answer", answer.to_dict())
     except InvalidInput as exc:
         yield sse("error", {"error": str(exc)})
+    except AuditError as exc:
+        logger.error("audit write failed; answer withheld: %s", exc)
+        yield sse("error", {"error": "the answer was withheld: the audit log could not be written"})
     except AssistantError as exc:
         logger.error("answering failed: %s: %s", type(exc).__name__, exc)
         yield sse("error", {"error": "the assistant could not answer; see the server log"})

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from assistant.errors import (
     AssistantError,
+    AuditError,
     ConfigurationError,
     DocumentError,
     FileTooLarge,
@@ -19,7 +20,16 @@ from web.formatting import human_size
 
 logger = logging.getLogger(__name__)
 
-TITLES = {400: "Bad request", 404: "Not found", 413: "Too large", 422: "Unprocessable"}
+TITLES = {
+    400: "Bad request",
+    401: "Sign in",
+    403: "Not allowed",
+    404: "Not found",
+    413: "Too large",
+    422: "Unprocessable",
+    429: "Too many attempts",
+    503: "Unavailable",
+}
 
 
 def wants_json() -> bool:
@@ -42,11 +52,17 @@ def status_for(exc: AssistantError) -> int:
         return 404
     if isinstance(exc, DocumentError):
         return 422
+    if isinstance(exc, AuditError):
+        return 503
     return 500
 
 
 def _assistant_error(exc: AssistantError) -> tuple[Response | str, int]:
     status = status_for(exc)
+    if isinstance(exc, AuditError):
+        # Fail closed: nothing is done or shown that the audit log cannot record.
+        logger.error("audit write failed on %s %s: %s", request.method, request.path, exc)
+        return error_response("the audit log cannot be written, so this was refused", 503)
     if status >= 500:
         logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
         if isinstance(exc, ConfigurationError):

@@ -1,4 +1,5 @@
-"""`GET /healthz`: the process answers and so does the database."""
+"""`GET /healthz`: the process answers and so does the database. It needs no sign-in, so
+it reveals nothing else."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     try:
-        counts = services().documents.counts()
+        services().documents.counts()
     except Exception:
         logger.exception("health check: the database does not answer")
         return jsonify(status="error", error="the database does not answer"), 503
-    return jsonify(status="ok", documents=counts), 200
+    return jsonify(status="ok"), 200

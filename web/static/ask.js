@@ -121,7 +121,11 @@
     try {
       const response = await fetch(form.dataset.api, {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        headers: {
+          "Content-Type": "application/json",
+          Accept: "text/event-stream",
+          "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content,
+        },
         body: JSON.stringify({ question: question }),
       });
       if (!response.ok) {
@@ -137,9 +141,8 @@
       sourcesBlock.hidden = true;
       statusLine.textContent = "Searching your documents…";
       await readEvents(response, (event, data) => {
-        if (event === "token") {
-          statusLine.textContent = "Writing the answer…";
-          answerBox.append(data.text);
+        if (event === "status") {
+          statusLine.textContent = data.text.charAt(0).toUpperCase() + data.text.slice(1) + "…";
         } else if (event === "answer") {
           answered = true;
           onAnswer(data);

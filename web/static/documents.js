@@ -42,17 +42,27 @@
     const status = el("td");
     status.append(el("span", "status status-" + doc.status, doc.status));
     if (doc.error) status.append(el("div", "reason", doc.error));
-    const form = el("form");
-    form.method = "post";
-    form.action = table.dataset.delete.replace("DOC", encodeURIComponent(doc.id));
-    form.dataset.confirm = "Delete " + doc.filename + "?";
-    const button = el("button", "button link danger", "Delete");
-    button.type = "submit";
-    form.append(button);
-    const actions = el("td");
-    actions.append(form);
+    const actions = el("td", "nowrap");
+    const download = el("a", "button link", "Download");
+    download.href = table.dataset.download.replace("DOC", encodeURIComponent(doc.id));
+    actions.append(download);
+    if (table.dataset.admin) {
+      const form = el("form", "inline");
+      form.method = "post";
+      form.action = table.dataset.delete.replace("DOC", encodeURIComponent(doc.id));
+      form.dataset.confirm = "Delete " + doc.filename + "?";
+      const csrf = el("input");
+      csrf.type = "hidden";
+      csrf.name = "csrf_token";
+      csrf.value = table.dataset.csrf;
+      const button = el("button", "button link danger", "Delete");
+      button.type = "submit";
+      form.append(csrf, button);
+      actions.append(form);
+    }
     tr.append(
       name,
+      el("td", null, doc.collection),
       status,
       el("td", "num", doc.status === "indexed" ? doc.chunks : ""),
       el("td", "num", doc.pages || ""),

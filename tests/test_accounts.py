@@ -1,0 +1,431 @@
+"""Users, groups, collections, API tokens and login throttling on a real SQLite database."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import sessionmaker
+
+from assistant.accounts import (
+    AccountService,
+    InvalidCredentials,
+    LoginThrottled,
+    Principal,
+    hash_password,
+    verify_password,
+)
+from assistant.cli import main
+from assistant.db import make_engine, make_session_factory
+from assistant.errors import ConfigurationError, InvalidInput, NotFound
+from assistant.settings import Settings, load_settings
+from tests.conftest import ensure_postgres
+
+PASSWORD = "correct horse battery staple"
+
+
+class Clock:
+    """An injectable clock, so the throttling window passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, 12, 0, 0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def open_sessions(settings: Settings) -> sessionmaker:
+    settings.ensure_dirs()
+    return make_session_factory(make_engine(settings.sqlalchemy_url))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def events() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture
+def accounts(settings: Settings, clock: Clock, events: list[dict[str, Any]]) -> AccountService:
+    return AccountService(
+        open_sessions(settings), settings, audit=lambda **kw: events.append(kw), clock=clock
+    )
+
+
+def all_cells(accounts: AccountService, table: str) -> str:
+    with accounts.sessions() as session:
+        rows = session.execute(text(f"SELECT * FROM {table}")).all()
+    return " ".join(str(cell) for row in rows for cell in row)
+
+
+# -- passwords ------------------------------------------------------------------------------
+def test_hash_hides_the_password_and_verifies() -> None:
+    stored = hash_password(PASSWORD)
+    scheme, n, r, p, salt, digest = stored.split("$")
+    assert (scheme, n, r, p) == ("scrypt", str(2**14), "8", "1")
+    assert len(base64.b64decode(salt)) == 16 and len(base64.b64decode(digest)) == 32
+    assert PASSWORD not in stored and "horse" not in stored
+    assert verify_password(PASSWORD, stored)
+    assert not verify_password(PASSWORD + "!", stored)
+    assert not verify_password(PASSWORD, "not$a$hash")
+    assert hash_password(PASSWORD) != stored  # a fresh random salt each time
+
+
+def test_passwords_are_stored_only_as_hashes(accounts: AccountService) -> None:
+    accounts.add_user("alice", PASSWORD, "staff")
+    accounts.set_password("alice", "another long passphrase")
+    cells = all_cells(accounts, "users")
+    assert "scrypt$" in cells
+    assert PASSWORD not in cells and "another long passphrase" not in cells
+    assert "password_hash" not in accounts.get_user("alice").to_dict()
+
+
+def test_short_passwords_are_refused(accounts: AccountService) -> None:
+    with pytest.raises(InvalidInput, match="at least 12 characters"):
+        accounts.add_user("alice", "short", "staff")
+    accounts.add_user("alice", PASSWORD, "staff")
+    with pytest.raises(InvalidInput, match="at least 12 characters"):
+        accounts.set_password("alice", "elevenchars")
+
+
+# -- login ----------------------------------------------------------------------------------
+def test_the_sixth_failed_attempt_in_a_minute_is_throttled(
+    accounts: AccountService, settings: Settings, clock: Clock
+) -> None:
+    accounts.add_user("alice", PASSWORD, "staff")
+    accounts.add_user("bob", PASSWORD, "staff")
+    for _ in range(5):
+        clock.advance(1)
+        with pytest.raises(InvalidCredentials):
+            accounts.authenticate("alice", "wrong password!", client="10.0.0.7")
+    clock.advance(1)
+    with pytest.raises(LoginThrottled) as throttled:
+        accounts.authenticate("alice", PASSWORD, client="10.0.0.7")  # even the right password
+    assert 0 < throttled.value.retry_after <= 60
+    # Another process (its own engine) sees the same failures.
+    other = AccountService(open_sessions(settings), settings, clock=clock)
+    with pytest.raises(LoginThrottled):
+        other.authenticate("alice", PASSWORD)
+    # Other accounts are not affected.
+    assert accounts.authenticate("bob", PASSWORD).username == "bob"
+    clock.advance(throttled.value.retry_after)
+    assert accounts.authenticate("alice", PASSWORD) == Principal(1, "alice", "staff")
+
+
+def test_unknown_names_are_throttled_and_worded_like_wrong_passwords(
+    accounts: AccountService,
+) -> None:
+    accounts.add_user("alice", PASSWORD, "staff")
+    with pytest.raises(InvalidCredentials) as wrong:
+        accounts.authenticate("alice", "wrong password!")
+    with pytest.raises(InvalidCredentials) as unknown:
+        accounts.authenticate("mallory", PASSWORD)
+    assert str(wrong.value) == str(unknown.value) == "invalid username or password"
+    for _ in range(4):
+        with pytest.raises(InvalidCredentials):
+            accounts.authenticate("mallory", PASSWORD)
+    with pytest.raises(LoginThrottled):
+        accounts.authenticate("mallory", PASSWORD)
+
+
+def test_disabled_users_cannot_log_in_or_read(accounts: AccountService) -> None:
+    accounts.create_group("legal")
+    accounts.create_collection("contracts", readers=["legal"])
+    alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
+    token = accounts.issue_token("alice", "script")
+    accounts.disable_user("alice")
+    with pytest.raises(InvalidCredentials, match="invalid username or password"):
+        accounts.authenticate("alice", PASSWORD)
+    assert accounts.principal_for_token(token) is None
+    assert accounts.readable_collections(alice) == []
+    assert accounts.get_principal(alice.user_id or 0) is None
+    accounts.enable_user("alice")
+    assert accounts.authenticate("Alice ", PASSWORD) == alice
+    assert accounts.readable_collections(alice) == ["contracts"]
+
+
+# -- access ---------------------------------------------------------------------------------
+def test_readable_collections_by_role_and_revocation_is_immediate(
+    accounts: AccountService,
+) -> None:
+    accounts.create_group("legal")
+    accounts.create_group("hr")
+    accounts.create_collection("contracts", readers=["legal"], description="Signed contracts")
+    accounts.create_collection("policies", readers=["legal", "hr"])
+    accounts.create_collection("payroll", readers=["hr"])
+    staff = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
+    loner = accounts.add_user("carol", PASSWORD, "staff")
+    admin = accounts.add_user("root", PASSWORD, "admin")
+    auditor = accounts.add_user("audrey", PASSWORD, "auditor", groups=["legal"])
+
+    assert accounts.readable_collections(staff) == ["contracts", "policies"]
+    assert accounts.readable_collections(loner) == []
+    assert accounts.readable_collections(admin) is None
+    assert accounts.readable_collections(auditor) == []
+    assert accounts.readable_collections(Principal.operator()) is None
+    assert accounts.can_read(staff, "contracts") and not accounts.can_read(staff, "payroll")
+    assert accounts.can_read(admin, "payroll")
+    assert accounts.collection_names() == ["contracts", "default", "payroll", "policies"]
+
+    accounts.set_readers("contracts", ["hr"])  # revoke legal
+    assert accounts.readable_collections(staff) == ["policies"]
+    accounts.remove_member("legal", "alice")
+    assert accounts.readable_collections(staff) == []
+    accounts.add_member("hr", "alice")
+    assert accounts.readable_collections(staff) == ["contracts", "payroll", "policies"]
+    accounts.delete_group("hr")
+    assert accounts.readable_collections(staff) == []
+    accounts.set_role("alice", "admin")  # the role is read from the database too
+    assert accounts.readable_collections(staff) is None
+
+
+def test_the_default_collection_always_exists(accounts: AccountService) -> None:
+    assert accounts.collection_names() == ["default"]
+    accounts.create_group("everyone")
+    accounts.set_readers("default", ["everyone"])
+    [default] = accounts.list_collections()
+    assert (default.name, default.readers) == ("default", ("everyone",))
+    with pytest.raises(InvalidInput, match="already exists"):
+        accounts.create_collection("default")
+
+
+def test_groups_list_their_members(accounts: AccountService) -> None:
+    accounts.create_group("legal")
+    accounts.create_group("hr")
+    accounts.add_user("bob", PASSWORD, "staff", groups=["legal", "hr"])
+    accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
+    accounts.add_member("legal", "alice")  # already a member: no change
+    listed = {g.name: g.members for g in accounts.list_groups()}
+    assert listed == {"hr": ("bob",), "legal": ("alice", "bob")}
+    assert accounts.get_user("bob").to_dict()["groups"] == ["hr", "legal"]
+
+
+# -- tokens ---------------------------------------------------------------------------------
+def test_tokens_are_stored_as_hashes_and_can_be_revoked(
+    accounts: AccountService, clock: Clock
+) -> None:
+    alice = accounts.add_user("alice", PASSWORD, "staff")
+    token = accounts.issue_token("alice", "nightly export")
+    assert token.startswith("ast_") and len(token) > 40
+    cells = all_cells(accounts, "api_tokens")
+    assert token not in cells and token[4:] not in cells
+    assert hashlib.sha256(token.encode()).hexdigest() in cells
+
+    assert accounts.principal_for_token(token) == alice
+    [info] = accounts.list_tokens("alice")
+    assert info.last_used_at == clock.now and info.to_dict()["name"] == "nightly export"
+    assert accounts.principal_for_token(token + "x") is None
+    assert accounts.principal_for_token("not a token") is None
+
+    accounts.revoke_token(info.id)
+    assert accounts.principal_for_token(token) is None
+    assert accounts.list_tokens("alice")[0].revoked
+    with pytest.raises(NotFound):
+        accounts.revoke_token(999)
+
+
+# -- the first admin ------------------------------------------------------------------------
+def test_first_admin_from_the_environment(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "var", admin_password="env admin passphrase")
+    accounts = AccountService(open_sessions(settings), settings)
+    assert accounts.ensure_first_admin() is None
+    assert accounts.authenticate("admin", "env admin passphrase").role == "admin"
+    assert accounts.ensure_first_admin() is None
+    assert [u.username for u in accounts.list_users()] == ["admin"]
+    short = load_settings(data_dir=tmp_path / "other", admin_password="too short")
+    with pytest.raises(ConfigurationError, match=r"ASSISTANT_ADMIN_PASSWORD: .* at least 12"):
+        AccountService(open_sessions(short), short).ensure_first_admin()
+
+
+def test_first_admin_with_a_generated_password_printed_once(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "var", admin_password=None)
+    accounts = AccountService(open_sessions(settings), settings)
+    password = accounts.ensure_first_admin()
+    assert password and len(password) >= 12
+    assert accounts.authenticate("admin", password).role == "admin"
+    assert accounts.ensure_first_admin() is None
+
+
+# -- validation and audit -------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["Alice", "", "-alice", "al ice", "a" * 65, "alice\n", "é"])
+def test_bad_names_are_refused(accounts: AccountService, name: str) -> None:
+    with pytest.raises(InvalidInput, match="lower-case letters"):
+        accounts.add_user(name, PASSWORD, "staff")
+    with pytest.raises(InvalidInput, match="lower-case letters"):
+        accounts.create_group(name)
+    with pytest.raises(InvalidInput, match="lower-case letters"):
+        accounts.create_collection(name)
+
+
+def test_duplicates_unknown_names_and_roles(accounts: AccountService) -> None:
+    accounts.create_group("legal")
+    accounts.add_user("alice", PASSWORD, "staff")
+    with pytest.raises(InvalidInput, match="user 'alice' already exists"):
+        accounts.add_user("alice", PASSWORD, "staff")
+    with pytest.raises(InvalidInput, match="group 'legal' already exists"):
+        accounts.create_group("legal")
+    with pytest.raises(InvalidInput, match="invalid role 'root'"):
+        accounts.add_user("bob", PASSWORD, "root")
+    with pytest.raises(NotFound, match="no such group: sales"):
+        accounts.add_user("bob", PASSWORD, "staff", groups=["sales"])
+    with pytest.raises(NotFound, match="no such user: bob"):  # nothing half-created
+        accounts.disable_user("bob")
+    with pytest.raises(NotFound, match="no such collection: nope"):
+        accounts.set_readers("nope", ["legal"])
+    with pytest.raises(NotFound, match="not a member"):
+        accounts.remove_member("legal", "alice")
+
+
+def test_every_change_reaches_the_audit_callable(
+    accounts: AccountService, events: list[dict[str, Any]]
+) -> None:
+    admin = Principal(None, "ops", "operator")
+    accounts.create_group("legal", actor=admin)
+    accounts.add_user("alice", PASSWORD, "staff", actor=admin)
+    accounts.add_member("legal", "alice", actor=admin)
+    accounts.remove_member("legal", "alice", actor=admin)
+    accounts.set_password("alice", "a new long passphrase", actor=admin)
+    accounts.set_role("alice", "auditor", actor=admin)
+    accounts.disable_user("alice", actor=admin)
+    accounts.enable_user("alice", actor=admin)
+    accounts.create_collection("contracts", ["legal"], actor=admin)
+    accounts.set_readers("contracts", [], actor=admin)
+    token = accounts.issue_token("alice", "ci", actor=admin)
+    accounts.revoke_token(accounts.list_tokens("alice")[0].id, actor=admin)
+    accounts.delete_group("legal", actor=admin)
+    assert [e["action"] for e in events] == [
+        "group.create", "user.add", "group.add_member", "group.remove_member",
+        "user.set_password", "user.set_role", "user.disable", "user.enable",
+        "collection.create", "collection.set_readers", "token.issue", "token.revoke",
+        "group.delete",
+    ]  # fmt: skip
+    assert all(e["actor"] is admin for e in events)
+    assert events[5]["details"] == {"username": "alice", "role": "auditor"}
+    assert events[8]["details"] == {"collection": "contracts", "readers": ["legal"]}
+    logged = repr(events)
+    assert PASSWORD not in logged and "a new long passphrase" not in logged
+    assert token not in logged and "scrypt$" not in logged
+
+
+def test_the_operator_acts_as_the_os_user() -> None:
+    operator = Principal.operator()
+    assert operator.role == "operator" and operator.actor == f"cli:{operator.username}"
+    assert Principal(3, "alice", "staff").actor == "user:alice"
+
+
+def test_access_and_throttling_on_postgresql(tmp_path: Path, clock: Clock) -> None:
+    ensure_postgres()
+    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    admin = admin.execution_options(isolation_level="AUTOCOMMIT")
+    name = f"assistant_accounts_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+        settings = load_settings(data_dir=tmp_path / "var", database_url=url)
+        sessions = open_sessions(settings)
+        accounts = AccountService(sessions, settings, clock=clock)
+        accounts.create_group("legal")
+        accounts.create_collection("contracts", readers=["legal"])
+        alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
+        with pytest.raises(InvalidInput, match="already exists"):
+            accounts.add_user("alice", PASSWORD, "staff")
+        assert accounts.readable_collections(alice) == ["contracts"]
+        accounts.delete_group("legal")
+        assert accounts.readable_collections(alice) == []
+        for _ in range(5):
+            with pytest.raises(InvalidCredentials):
+                accounts.authenticate("alice", "wrong password!")
+        with pytest.raises(LoginThrottled):
+            accounts.authenticate("alice", PASSWORD)
+        token = accounts.issue_token("alice", "ci")
+        assert accounts.principal_for_token(token) == alice
+        sessions.kw["bind"].dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# -- CLI ------------------------------------------------------------------------------------
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., Any]:
+    runner = CliRunner()
+    env = {"ASSISTANT_DATA_DIR": str(tmp_path / "cli-var")}
+
+    def invoke(*args: str, input: str | None = None) -> Any:
+        return runner.invoke(main, list(args), input=input, env=env)
+
+    return invoke
+
+
+def test_cli_manages_users_groups_and_collections(cli: Callable[..., Any], tmp_path: Path) -> None:
+    assert cli("groups", "create", "legal").exit_code == 0
+    added = cli(
+        "users", "add", "alice", "--role", "staff", "--group", "legal", "--password-stdin",
+        input=PASSWORD + "\n",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    prompted = cli("users", "add", "bob", "--role", "auditor", input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert PASSWORD not in prompted.output
+
+    [alice_json, _] = json.loads(cli("users", "list", "--json").output)
+    assert alice_json["groups"] == ["legal"] and "password_hash" not in alice_json
+    listed = cli("users", "list")
+    assert "alice" in listed.output and "legal" in listed.output and "auditor" in listed.output
+    assert cli("groups", "add-member", "legal", "bob").exit_code == 0
+    assert "alice,bob" in cli("groups", "list").output
+    assert cli("groups", "remove-member", "legal", "bob").exit_code == 0
+
+    assert cli("collections", "create", "contracts", "--reader", "legal").exit_code == 0
+    collections = cli("collections", "list").output
+    assert "contracts" in collections and "default" in collections
+    assert cli("collections", "set-readers", "default", "legal").exit_code == 0
+    assert "readers: legal" in cli("collections", "list").output.split("default")[1]
+
+    token = cli("users", "token", "alice", "--name", "script").output.strip()
+    assert token.startswith("ast_")
+    assert "script" in cli("users", "tokens", "alice").output
+    changed = cli("users", "set-password", "alice", "--password-stdin", input="a new passphrase\n")
+    assert changed.exit_code == 0, changed.output
+    assert cli("users", "disable", "alice").exit_code == 0
+    assert "disabled" in cli("users", "list").output
+
+    # The same data directory, through the library.
+    settings = load_settings(data_dir=tmp_path / "cli-var")
+    accounts = AccountService(open_sessions(settings), settings)
+    assert accounts.authenticate("bob", PASSWORD).role == "auditor"
+    assert accounts.get_user("alice").disabled
+    assert accounts.principal_for_token(token) is None
+    accounts.enable_user("alice")
+    assert accounts.principal_for_token(token) == accounts.authenticate("alice", "a new passphrase")
+
+
+def test_cli_errors_are_one_clear_line(cli: Callable[..., Any]) -> None:
+    short = cli("users", "add", "alice", "--role", "staff", "--password-stdin", input="short\n")
+    assert short.exit_code == 1
+    assert "at least 12 characters" in short.output and "Traceback" not in short.output
+    missing = cli("users", "disable", "nobody")
+    assert missing.exit_code == 1 and "Error: no such user: nobody" in missing.output
+    bad_group = cli("groups", "create", "Bad Name")
+    assert bad_group.exit_code == 1 and "lower-case letters" in bad_group.output
+    assert cli("users", "add", "carol", "--role", "root", "--password-stdin").exit_code == 2
+    mismatch = cli("users", "add", "carol", "--role", "staff", input=f"{PASSWORD}\nother\n")
+    assert mismatch.exit_code != 0 and "carol" not in cli("users", "list").output
