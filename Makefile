@@ -4,16 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test test-fast lint install install-dev browser clean
+.PHONY: run test test-fast lint install install-dev system-packages browser clean
 
-run: install
+run: install system-packages
 	$(BIN)/assistant serve
 
-test: install-dev browser
+test: install-dev system-packages
 	$(BIN)/ruff check assistant web worker tests
 	$(BIN)/python -m pytest -q
 
-test-fast: install-dev
+test-fast: install-dev system-packages
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install-dev
@@ -36,9 +36,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
-# The browser tests drive Debian's Chromium (Playwright's own browser download needs the internet).
-browser:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+# Debian packages, installed only when missing: Chromium drives the browser tests (Playwright's
+# own browser download needs the internet); Tesseract OCRs scanned PDF pages (via pytesseract).
+SYSTEM_PACKAGES := chromium tesseract-ocr tesseract-ocr-eng
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo installing $$missing; apt-get update -q && apt-get install -y -q $$missing; fi
+
+browser: system-packages
 
 clean:
 	rm -rf $(VENV) var

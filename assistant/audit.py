@@ -2,9 +2,8 @@
 
 Each record stores sha256(previous hash + canonical JSON of the record), so editing, deleting,
 inserting or reordering records breaks the chain. Every N records or T minutes the head
-(seq, hash, time) is signed with an Ed25519 key kept outside the database; the signed
-checkpoints go to a table and to a JSON-lines file that can be shipped off the box. Appends
-are serialised across threads and processes by locking the one-row `audit_head` table.
+(seq, hash, time) is signed (see `assistant.audit_checkpoints`) and the checkpoint stored.
+Appends are serialised across threads and processes by locking the one-row `audit_head` table.
 """
 
 from __future__ import annotations
@@ -14,17 +13,11 @@ import csv
 import hashlib
 import json
 import logging
-import os
-import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -42,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
+from assistant.audit_checkpoints import Checkpoint, Checkpoints, Problems, canonical_json
 from assistant.db import Base
 from assistant.errors import AuditError, InvalidInput
 from assistant.settings import Settings
@@ -72,16 +66,6 @@ class AuditRecord(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class AuditCheckpoint(Base):
-    __tablename__ = "audit_checkpoints"
-
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    head_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[str] = mapped_column(String(32))
-    signature: Mapped[str] = mapped_column(String(128))  # hex
-    key_fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the raw public key
-
-
 class AuditHead(Base):
     """One row (id 1): the last seq and hash, and the last checkpoint. Appends lock it first."""
 
@@ -95,24 +79,9 @@ class AuditHead(Base):
 
 
 COLUMNS = [getattr(AuditRecord, name) for name in EXPORT_FIELDS]
-LOCK_HEAD = update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + bindparam("step"))
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    seq: int
-    head_hash: str
-    created_at: str
-    signature: str
-    key_fingerprint: str
-
-    def payload(self) -> bytes:
-        """The signed bytes: everything but the signature."""
-        unsigned = {k: v for k, v in asdict(self).items() if k != "signature"}
-        return canonical_json(unsigned).encode()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+READ_HEAD = select(AuditHead).where(AuditHead.id == 1)
+MOVE_HEAD = update(AuditHead).where(AuditHead.id == 1)
+LOCK_HEAD = MOVE_HEAD.values(seq=AuditHead.seq + bindparam("step"))
 
 
 @dataclass(frozen=True)
@@ -133,18 +102,8 @@ class VerifyResult:
         return f"audit log TAMPERED{where}: {self.problem}"
 
 
-def canonical_json(value: Any) -> str:
-    # default=str: a stray datetime or Path in details is stored as text, not lost.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def record_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
-
-
-def key_fingerprint(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
 
 
 def _now() -> datetime:  # the clock; tests may replace it
@@ -172,20 +131,6 @@ def _neutralise(value: object) -> object:
     return "'" + value if isinstance(value, str) and value.startswith(CSV_TRIGGERS) else value
 
 
-def _checkpoint(row: AuditCheckpoint) -> Checkpoint:
-    return Checkpoint(row.seq, row.head_hash, row.created_at, row.signature, row.key_fingerprint)
-
-
-def _signature_problem(checkpoint: Checkpoint, public: Ed25519PublicKey | None) -> str:
-    if public is None or checkpoint.key_fingerprint != key_fingerprint(public):
-        return "signed by another key"
-    try:
-        public.verify(bytes.fromhex(checkpoint.signature), checkpoint.payload())
-    except (InvalidSignature, ValueError, TypeError):
-        return "bad signature"
-    return ""
-
-
 @contextlib.contextmanager
 def _fail_closed(what: str) -> Iterator[None]:
     """Any failure becomes an AuditError: callers rely on it to fail closed."""
@@ -198,52 +143,13 @@ def _fail_closed(what: str) -> Iterator[None]:
         raise AuditError(f"could not {what}: {exc}") from exc
 
 
-def _load_key(path: Path) -> Ed25519PrivateKey | None:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    if path.stat().st_mode & 0o077:
-        logger.warning("the audit signing key %s is readable by other users", path)
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise AuditError(f"{path} is not an Ed25519 private key")
-    return key
-
-
-def _create_key(path: Path) -> Ed25519PrivateKey:
-    """Write a new key with mode 0600; if another process wins the race, use its key."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(temp, path)  # atomic: the key appears complete, and never overwrites one
-        return key
-    except FileExistsError:
-        return _load_key(path) or key
-    finally:
-        temp.unlink()
-
-
 class AuditLog:
     """Append-only: there is no method to change or delete a record."""
 
     def __init__(self, sessions: sessionmaker, settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
-        self._key: Ed25519PrivateKey | None = None
-        self._key_lock = threading.Lock()
+        self._checkpoints = Checkpoints(settings)
 
     # -- writing --------------------------------------------------------------------------
     def record(
@@ -262,7 +168,7 @@ class AuditLog:
             body |= {"request_id": request_id, "client": client}
             seq, checkpoint = self._append({**body, "details": canonical_json(details or {})})
             if checkpoint:
-                self._append_to_file(checkpoint)
+                self._checkpoints.append_to_file(checkpoint)
         return seq
 
     def _append(self, body: dict[str, Any]) -> tuple[int, Checkpoint | None]:
@@ -272,7 +178,7 @@ class AuditLog:
                 # Updating the head row first takes SQLite's write lock or PostgreSQL's row
                 # lock, so appends from every thread and process queue up here.
                 if db.execute(LOCK_HEAD, {"step": 1}).rowcount == 1:
-                    head = db.execute(select(AuditHead).where(AuditHead.id == 1)).one()
+                    head = db.execute(READ_HEAD).one()
                     now = _now()
                     fields = {"seq": head.seq, "created_at": _format_time(now), **body}
                     digest = record_hash(head.hash, fields)
@@ -282,7 +188,7 @@ class AuditLog:
                     if self._checkpoint_due(head, now):
                         checkpoint = self._sign(db, head.seq, digest, now)
                     else:
-                        db.execute(update(AuditHead).where(AuditHead.id == 1), {"hash": digest})
+                        db.execute(MOVE_HEAD, {"hash": digest})
                     return head.seq, checkpoint
             self._create_head()
         raise AuditError("the audit head row could not be created")
@@ -297,28 +203,21 @@ class AuditLog:
 
     def _create_head(self) -> None:
         """First use (or a lost head row): start from the last record, if any."""
-        with self._sessions() as session:
-            try:
-                with session.begin():
-                    if session.get(AuditHead, 1) is not None:
-                        return
-                    last = session.execute(
-                        select(AuditRecord.seq, AuditRecord.hash)
-                        .order_by(AuditRecord.seq.desc())
-                        .limit(1)
-                    ).first()
-                    last_checkpoint = session.scalar(select(func.max(AuditCheckpoint.seq)))
-                    session.add(
-                        AuditHead(
-                            id=1,
-                            seq=last.seq if last else 0,
-                            hash=last.hash if last else GENESIS,
-                            checkpoint_seq=last_checkpoint or 0,
-                            checkpoint_at=_format_time(_now()),
-                        )
-                    )
-            except IntegrityError:
-                pass  # another process created it first
+        # An IntegrityError means that another process created it first.
+        with contextlib.suppress(IntegrityError), self._sessions() as session, session.begin():
+            if session.get(AuditHead, 1) is not None:
+                return
+            newest = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
+            last = session.execute(newest.limit(1)).first()
+            session.add(
+                AuditHead(
+                    id=1,
+                    seq=last.seq if last else 0,
+                    hash=last.hash if last else GENESIS,
+                    checkpoint_seq=self._checkpoints.last_seq(session),
+                    checkpoint_at=_format_time(_now()),
+                )
+            )
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head now (or return the checkpoint already made at this seq)."""
@@ -326,102 +225,42 @@ class AuditLog:
             with session.begin():
                 db = session.connection()
                 db.execute(LOCK_HEAD, {"step": 0})  # lock the head, as an append does
-                head = db.execute(select(AuditHead).where(AuditHead.id == 1)).first()
+                head = db.execute(READ_HEAD).first()
                 if head is None or head.seq == 0:
                     raise AuditError("the audit log is empty: there is nothing to checkpoint")
-                existing = session.get(AuditCheckpoint, head.seq)
+                existing = self._checkpoints.get(session, head.seq)
                 if existing is not None:
-                    return _checkpoint(existing)
+                    return existing
                 checkpoint = self._sign(db, head.seq, head.hash, _now())
-            self._append_to_file(checkpoint)
+            self._checkpoints.append_to_file(checkpoint)
         return checkpoint
 
     def _sign(self, db: Connection, seq: int, head_hash: str, now: datetime) -> Checkpoint:
         """Sign the head, store the checkpoint and move the head on to it."""
-        key = self._signing_key()
-        fingerprint = key_fingerprint(key.public_key())
-        unsigned = Checkpoint(seq, head_hash, _format_time(now), "", fingerprint)
-        checkpoint = replace(unsigned, signature=key.sign(unsigned.payload()).hex())
-        db.execute(insert(AuditCheckpoint), [checkpoint.to_dict()])
+        checkpoint = self._checkpoints.add(db, seq, head_hash, _format_time(now))
         moved = {"hash": head_hash, "checkpoint_seq": seq, "checkpoint_at": checkpoint.created_at}
-        db.execute(update(AuditHead).where(AuditHead.id == 1), moved)
+        db.execute(MOVE_HEAD, moved)
         return checkpoint
-
-    def _append_to_file(self, checkpoint: Checkpoint) -> None:
-        """After the commit, so the file never names a checkpoint the table lacks."""
-        path = self._settings.checkpoint_file
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:  # one write() per line, so lines from several processes do not interleave
-            os.write(fd, (canonical_json(checkpoint.to_dict()) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _signing_key(self) -> Ed25519PrivateKey:
-        with self._key_lock:
-            if self._key is None:
-                path = self._settings.signing_key_path
-                self._key = _load_key(path) or _create_key(path)
-            return self._key
 
     # -- verifying ------------------------------------------------------------------------
     def verify(self) -> VerifyResult:
         """Check every record and checkpoint; name the first bad seq. Streams in batches."""
         with _fail_closed("verify the audit log"):
-            result = self._verify()
-        return result
+            return self._verify()
 
     def _verify(self) -> VerifyResult:
-        problems: list[tuple[int | None, str]] = []  # (first bad seq, what)
-        # The file first: its lines are written after their rows commit, so none is missing.
-        from_file = self._read_file(problems)
+        problems: Problems = []
         with self._sessions() as session:
-            query = select(AuditCheckpoint).order_by(AuditCheckpoint.seq)
-            table = [_checkpoint(row) for row in session.scalars(query)]
+            signed, checked = self._checkpoints.verify(session, problems)
             head = session.get(AuditHead, 1)
-            signed = self._check_checkpoints(table, from_file, problems)
             records = self._check_records(session, signed, head.seq if head else 0, problems)
-        checked = len(table) + len(from_file)
         if not problems:
             return VerifyResult(True, records, checked)
         seq, problem = min(problems, key=lambda p: p[0] or 0)
         return VerifyResult(False, records, checked, seq, problem)
 
-    def _check_checkpoints(
-        self,
-        table: list[Checkpoint],
-        from_file: list[Checkpoint],
-        problems: list[tuple[int | None, str]],
-    ) -> dict[int, str]:
-        """Return seq -> head hash of the checkpoints whose signature is good."""
-        path = self._settings.signing_key_path
-        try:
-            key = _load_key(path)
-            public = key.public_key() if key else None
-            key_problem = "" if key else f"the signing key {path} is missing"
-        except Exception as exc:
-            public, key_problem = None, f"the signing key {path} is unreadable: {exc}"
-        signed: dict[int, str] = {}
-        in_table = {c.seq for c in table}
-        for where, checkpoint in [("table", c) for c in table] + [("file", c) for c in from_file]:
-            trouble = key_problem or _signature_problem(checkpoint, public)
-            if not trouble:  # authentic, so it binds the records even if its row is gone
-                signed[checkpoint.seq] = checkpoint.head_hash
-                if where == "file" and checkpoint.seq not in in_table:
-                    trouble = "missing from the table"
-            if trouble:
-                problems.append(
-                    (checkpoint.seq, f"checkpoint {checkpoint.seq} ({where}): {trouble}")
-                )
-        return signed
-
     def _check_records(
-        self,
-        session: Session,
-        signed: dict[int, str],
-        head_seq: int,
-        problems: list[tuple[int | None, str]],
+        self, session: Session, signed: dict[int, str], head_seq: int, problems: Problems
     ) -> int:
         """Walk the chain in seq order; stop at the first bad record. Return records checked."""
         records, last_seq, prev_hash, last_good_checkpoint = 0, 0, GENESIS, 0
@@ -467,22 +306,6 @@ class AuditLog:
             what = f"records {head_after + 1}..{last_seq} were not written by the application"
             problems.append((head_after + 1, what))
         return records
-
-    def _read_file(self, problems: list[tuple[int | None, str]]) -> list[Checkpoint]:
-        checkpoints: list[Checkpoint] = []
-        try:
-            text = self._settings.checkpoint_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return checkpoints
-        for number, line in enumerate(text.splitlines(), 1):
-            try:
-                checkpoint = Checkpoint(**json.loads(line))
-                if type(checkpoint.seq) is not int:
-                    raise TypeError(checkpoint.seq)
-                checkpoints.append(checkpoint)
-            except (TypeError, ValueError):
-                problems.append((None, f"checkpoint file line {number} is not a checkpoint"))
-        return checkpoints
 
     def _stream(self, session: Session, where: list[ColumnElement[bool]]) -> Iterator[Row[Any]]:
         """Records in seq order, BATCH at a time (keyset pagination: flat memory)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     ForeignKey,
     Integer,
     String,
@@ -25,11 +27,17 @@ class Base(DeclarativeBase):
 
 
 class DocumentStatus:
+    """queued → parsing → embedding → indexed, or failed with a reason. Every transition is a
+    compare-and-set on the current status (see DocumentService), so two workers racing on
+    one document cannot both move it."""
+
     QUEUED = "queued"
-    PROCESSING = "processing"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
     INDEXED = "indexed"
     FAILED = "failed"
-    PENDING = (QUEUED, PROCESSING)
+    PENDING = (QUEUED, PARSING, EMBEDDING)
+    ALL = (QUEUED, PARSING, EMBEDDING, INDEXED, FAILED)
 
 
 class Document(Base):
@@ -42,7 +50,14 @@ class Document(Base):
     # Access is granted per collection; the filter applies inside both searches.
     collection: Mapped[str] = mapped_column(String(64), default="default", index=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
+    # Same name in the same collection: a new version. Only the current version of a file
+    # is in the search indexes; older ones stay listed and downloadable for admins.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    current: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    supersedes: Mapped[str | None] = mapped_column(String(32), default=None)
+    batch_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    # Per-file parse report: pages, characters, pages OCR'd, tables, warnings (JSON).
+    report: Mapped[str | None] = mapped_column(Text, default=None)
     status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.QUEUED, index=True)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -71,6 +86,9 @@ class Document(Base):
             "status": self.status,
             "error": self.error,
             "version": self.version,
+            "current": self.current,
+            "batch_id": self.batch_id,
+            "report": json.loads(self.report) if self.report else None,
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
             "pages": self.page_count,
@@ -122,7 +140,8 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             # WAL lets the web process read while the worker writes.
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a committed audit record or state change survives a power cut too.
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
@@ -131,8 +150,9 @@ def make_engine(url: str) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
-    import assistant.audit  # noqa: F401
-    from assistant import accounts  # noqa: F401  (registers its tables)
+    import assistant.audit
+    import assistant.index_check  # noqa: F401
+    from assistant import access, accounts  # noqa: F401  (register their tables)
 
     Base.metadata.create_all(engine)
     return sessionmaker(engine, expire_on_commit=False)

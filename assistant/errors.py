@@ -6,6 +6,8 @@ AssistantError
 │   └── FileTooLarge
 ├── NotFound              an id that does not exist (HTTP 404)
 ├── DocumentError         a stored document could not be parsed; it fails, others go on
+│   ├── ParseLimitExceeded
+│   └── UnsafeDocument
 ├── ConfigurationError    settings or model files are wrong; fail fast at start-up
 └── AuditError            the audit log could not be written; the caller fails closed
 """
@@ -41,3 +43,15 @@ class ConfigurationError(AssistantError):
 
 class AuditError(AssistantError):
     """An audit record could not be written (or signed). Callers must not go on: fail closed."""
+
+
+class ParseLimitExceeded(DocumentError):
+    """A document went over a parsing limit: size, pages, unpacked size, time or memory."""
+
+
+class UnsafeDocument(DocumentError):
+    """A document looks built to attack a parser: a ZIP bomb, XML entities, a polyglot."""
+
+
+class DuplicateDocument(InvalidInput):
+    """The same bytes are already a current document of the collection."""

@@ -103,3 +103,10 @@ class KeywordIndex:
 
     def count(self) -> int:
         return self._connect().execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def ids(self) -> set[str]:
+        return {row[0] for row in self._connect().execute("SELECT chunk_id FROM chunks")}
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        with self._lock, self._connect() as connection:
+            connection.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(i,) for i in ids])

@@ -1,37 +1,48 @@
-"""Turn an uploaded file into plain text, keeping where each PDF page starts."""
+"""Turn an uploaded file into plain text, keeping where each page starts, with a parse report.
+
+The readers live in assistant.formats; this module checks the file first and turns any
+reader failure into a DocumentError an admin can act on. Untrusted files should be parsed
+through assistant.sandbox, which runs parse() in a child process with limits.
+"""
 
 from __future__ import annotations
 
-import io
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from assistant.errors import DocumentError, UnsupportedFileType
-from assistant.settings import SUPPORTED_EXTENSIONS
+from assistant.errors import DocumentError, ParseLimitExceeded, UnsupportedFileType
+from assistant.formats.document import PageSpan, ParsedDocument
+from assistant.formats.inspection import byte_size, check_content
+from assistant.formats.office import parse_docx, parse_odt, parse_pptx, parse_xlsx
+from assistant.formats.pdf import parse_pdf
+from assistant.formats.plain import parse_csv, parse_eml, parse_html, parse_text
+from assistant.settings import LimitSettings
 
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "PageSpan",
+    "ParsedDocument",
+    "check_extension",
+    "parse",
+]
 
-@dataclass(frozen=True)
-class PageSpan:
-    number: int  # 1-based page number
-    start: int  # character offset of the page's first character in ParsedDocument.text
-    end: int
-
-
-@dataclass(frozen=True)
-class ParsedDocument:
-    text: str
-    pages: list[PageSpan] = field(default_factory=list)
-
-    @property
-    def page_count(self) -> int | None:
-        return len(self.pages) or None
-
-    def page_at(self, offset: int) -> int | None:
-        for span in self.pages:
-            if span.start <= offset < span.end:
-                return span.number
-        return self.pages[-1].number if self.pages else None
+Reader = Callable[[bytes, LimitSettings], ParsedDocument]
+_READERS: dict[str, Reader] = {
+    ".txt": lambda data, _: parse_text(data),
+    ".md": lambda data, _: parse_text(data),
+    ".html": lambda data, _: parse_html(data),
+    ".htm": lambda data, _: parse_html(data),
+    ".csv": lambda data, _: parse_csv(data),
+    ".eml": lambda data, _: parse_eml(data),
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
+    ".pptx": parse_pptx,
+    ".xlsx": parse_xlsx,
+    ".odt": parse_odt,
+}
+SUPPORTED_EXTENSIONS = tuple(_READERS)
 
 
 def check_extension(filename: str) -> str:
@@ -43,98 +54,56 @@ def check_extension(filename: str) -> str:
     return extension
 
 
-def parse(data: bytes, extension: str, *, max_pdf_pages: int = 2000) -> ParsedDocument:
-    """Parse file bytes by extension. Raises DocumentError with a reason an admin can act on."""
+def parse(
+    data: bytes,
+    extension: str,
+    *,
+    limits: LimitSettings | None = None,
+    max_pdf_pages: int | None = None,
+) -> ParsedDocument:
+    """Parse file bytes by extension. Raises DocumentError with a reason an admin can act on.
+    The result's `report` holds format, pages, characters, ocr_pages, tables and warnings."""
+    limits = limits or LimitSettings()
+    if max_pdf_pages is not None:
+        limits = limits.model_copy(update={"max_pdf_pages": max_pdf_pages})
+    reader = _READERS.get(extension)
+    if reader is None:
+        raise UnsupportedFileType(f"unsupported file type {extension}")
     if not data:
         raise DocumentError("the file is empty")
-    if extension in (".txt", ".md"):
-        parsed = ParsedDocument(_decode_text(data))
-    elif extension in (".html", ".htm"):
-        parsed = ParsedDocument(_html_to_text(_decode_text(data)))
-    elif extension == ".pdf":
-        parsed = _parse_pdf(data, max_pdf_pages)
-    elif extension == ".docx":
-        parsed = ParsedDocument(_parse_docx(data))
-    else:
-        raise UnsupportedFileType(f"unsupported file type {extension}")
-    if not parsed.text.strip():
-        hint = " (a scanned PDF without a text layer?)" if extension == ".pdf" else ""
-        raise DocumentError(f"no text could be extracted{hint}")
-    return parsed
-
-
-def _decode_text(data: bytes) -> str:
+    if len(data) > limits.max_upload_bytes:
+        raise ParseLimitExceeded(
+            f"the file is {byte_size(len(data))}; the limit is {byte_size(limits.max_upload_bytes)}"
+        )
+    name = "the PDF" if extension == ".pdf" else f"the {extension[1:].upper()} file"
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(
-            f"the file is not valid UTF-8 text (byte 0x{data[exc.start]:02x} at position "
-            f"{exc.start}); save it as UTF-8 and upload it again"
-        ) from None
-    if "\x00" in text:
-        raise DocumentError("the file holds binary data, not text")
-    return _normalise(text)
-
-
-def _normalise(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def _html_to_text(html: str) -> str:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "head"]):
-        tag.decompose()
-    title = soup.title.get_text(strip=True) if soup.title else ""
-    body = soup.get_text("\n")
-    lines = [re.sub(r"[ \t]+", " ", line).strip() for line in body.splitlines()]
-    text = _normalise("\n".join(lines))
-    return f"{title}\n\n{text}" if title and not text.startswith(title) else text
-
-
-def _parse_pdf(data: bytes, max_pages: int) -> ParsedDocument:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise DocumentError("the PDF is encrypted; upload an unprotected copy")
-        page_total = len(reader.pages)
-        if page_total > max_pages:
-            raise DocumentError(f"the PDF has {page_total} pages; the limit is {max_pages}")
-        parts: list[str] = []
-        pages: list[PageSpan] = []
-        offset = 0
-        for number, page in enumerate(reader.pages, start=1):
-            page_text = _normalise(page.extract_text() or "")
-            if parts:
-                offset += 2  # the "\n\n" joining pages
-            pages.append(PageSpan(number, offset, offset + len(page_text)))
-            parts.append(page_text)
-            offset += len(page_text)
+        check_content(data, extension, limits)
+        parsed = reader(data, limits)
     except DocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise DocumentError(f"the PDF is damaged or not a PDF ({exc})") from None
-    return ParsedDocument("\n\n".join(parts), pages)
+    except MemoryError:
+        memory = byte_size(limits.parse_memory_bytes)
+        raise ParseLimitExceeded(f"parsing needed more than {memory} of memory") from None
+    except RecursionError:
+        raise DocumentError(f"{name} is damaged or nested too deeply") from None
+    except Exception as exc:  # any reader failure on untrusted bytes is a damaged file
+        what = "not a PDF" if extension == ".pdf" else f"not a real {extension[1:].upper()} file"
+        raise DocumentError(f"{name} is damaged or {what} ({describe(exc)})") from None
+    if not parsed.text.strip():
+        hint = ""
+        if extension == ".pdf" and parsed.report.get("ocr_pages"):
+            hint = " (its pages have no text layer, and OCR found no words)"
+        elif extension == ".pdf":
+            hint = " (its pages have no text layer and no scanned images)"
+        raise DocumentError(f"no text could be extracted{hint}")
+    report = {"format": extension[1:], "ocr_pages": [], "tables": 0, "warnings": []}
+    report |= parsed.report
+    report |= {"pages": parsed.page_count, "characters": len(parsed.text)}
+    return replace(parsed, report=report)
 
 
-def _parse_docx(data: bytes) -> str:
-    import zipfile
-
-    import docx
-    from docx.opc.exceptions import PackageNotFoundError
-
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise DocumentError(f"the DOCX file is damaged or not a DOCX ({exc})") from None
-    blocks = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            blocks.append(" | ".join(cell.text.strip() for cell in row.cells))
-    return _normalise("\n\n".join(b for b in blocks if b.strip()))
+def describe(exc: BaseException) -> str:
+    """A short, single-line reason from a library exception (no errno codes, no paths)."""
+    message = re.sub(r"\[Errno -?\d+\]\s*", "", str(exc))
+    message = " ".join(message.split())[:200]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

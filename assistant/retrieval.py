@@ -104,7 +104,7 @@ class Retriever:
             rows = session.execute(
                 select(Chunk, Document.filename, Document.sha256)
                 .join(Document, Document.id == Chunk.document_id)
-                .where(Chunk.id.in_(list(scores)))
+                .where(Chunk.id.in_(list(scores)), Document.current.is_(True))
             ).all()
         # The database decides what exists: an index entry without its row is never shown.
         passages = [

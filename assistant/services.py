@@ -9,13 +9,16 @@ from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
+from assistant.access import DEFAULT_COLLECTION, AccessService
 from assistant.accounts import AccountService, Principal
 from assistant.answering import Answerer
 from assistant.audit import AuditLog
-from assistant.db import make_engine, make_session_factory
+from assistant.db import Document, make_engine, make_session_factory
 from assistant.documents import DocumentService, pending_ids
 from assistant.embedding import Embedder, SentenceTransformerEmbedder
+from assistant.errors import AuditError
 from assistant.generation import Generator, LlamaGenerator
+from assistant.index_check import IndexChecker
 from assistant.keyword_index import KeywordIndex
 from assistant.retrieval import Retriever
 from assistant.settings import Settings, load_settings
@@ -39,10 +42,30 @@ class Services:
     keywords: KeywordIndex
     generator: Generator
     documents: DocumentService
+    index: IndexChecker
     retriever: Retriever
     answerer: Answerer
     audit_log: AuditLog
     accounts: AccountService
+    access: AccessService
+
+    def upload(
+        self,
+        actor: Principal | None,
+        filename: str,
+        data: bytes,
+        collection: str = DEFAULT_COLLECTION,
+        batch_id: str | None = None,
+    ) -> Document:
+        """Store an upload and audit it; if the audit cannot be written the file is removed
+        again (fail closed: nothing unaudited is kept or indexed). Not yet queued."""
+        document = self.documents.add(filename, data, collection, batch_id)
+        try:
+            self.audit(actor, "document.upload", document.described())
+        except AuditError:
+            self.documents.delete(document.id)
+            raise
+        return document
 
     def audit(
         self, actor: Principal | None, action: str, details: dict[str, Any] | None = None
@@ -71,12 +94,17 @@ def build_services(
     settings.ensure_dirs()
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
     embedder = embedder or SentenceTransformerEmbedder(
-        settings.embedding_model_path, settings.embedding_batch_size
+        settings.embedding_model_path,
+        settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        models_dir=settings.models_dir,
+        threads=settings.embedding_threads,
     )
     generator = generator or LlamaGenerator(settings.generator, settings.models_dir)
     store = ChromaStore(settings.chroma_dir)
     keywords = KeywordIndex(settings.keyword_index_path)
     retriever = Retriever(sessions, embedder, store, keywords, settings.retrieval)
+    access = AccessService(sessions, settings)
     services = Services(
         settings=settings,
         sessions=sessions,
@@ -85,12 +113,15 @@ def build_services(
         generator=generator,
         keywords=keywords,
         documents=DocumentService(settings, sessions, embedder, store, keywords),
+        index=IndexChecker(sessions, embedder, store, keywords),
         retriever=retriever,
         answerer=Answerer(settings, retriever, generator),
         audit_log=AuditLog(sessions, settings),
-        accounts=AccountService(sessions, settings),
+        accounts=AccountService(sessions, settings, memberships=access),
+        access=access,
     )
     services.accounts.audit = services.audit
+    services.access.audit = services.audit
     return services
 
 

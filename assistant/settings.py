@@ -13,7 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from assistant.errors import ConfigurationError
 
 PackagedModel = Literal["smollm2-135m", "gemma3-270m"]
-SUPPORTED_EXTENSIONS = (".txt", ".md", ".html", ".htm", ".pdf", ".docx")
+# How MiniLM runs (assistant/embedding.py); measured in docs/benchmarks.md, "Issue 6".
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
+
+
+TASK_TIME_LIMIT = 1800  # seconds one ingestion task may take before the worker kills it
 
 
 class GeneratorSettings(BaseModel):
@@ -88,8 +92,24 @@ class ChunkingSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    # Pages of a PDF, slides of a PPTX, sheets of an XLSX.
     max_pdf_pages: int = Field(2000, ge=1)
     max_question_chars: int = Field(1000, ge=10)
+    # ZIP-based files (DOCX, XLSX, PPTX, ODT, ZIP), checked from the central directory
+    # before anything is decompressed: total unpacked size, number of entries, and the
+    # compression ratio of any entry of 1 MiB or more (real documents stay well below 100:1;
+    # a ZIP bomb reaches about 1000:1).
+    max_unpacked_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    max_zip_entries: int = Field(10_000, ge=1)
+    max_compression_ratio: float = Field(200.0, ge=1.0)
+    # Scanned PDF pages OCR'd per document (about 2 to 5 s each); the rest get a warning.
+    max_ocr_pages: int = Field(200, ge=0)
+    # The child process that parses one file is stopped past any of these.
+    parse_seconds: float = Field(600.0, gt=0)  # wall clock
+    parse_cpu_seconds: int = Field(600, ge=1)
+    parse_memory_bytes: int = Field(1024 * 1024 * 1024, ge=64 * 1024 * 1024)  # address space
+    # A document whose processing killed the worker this many times is failed, not retried.
+    max_attempts: int = Field(3, ge=1)
 
 
 class AuditSettings(BaseModel):
@@ -126,6 +146,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     embedding_model_path: Path | None = None
     embedding_batch_size: int = Field(32, ge=1)
+    # The default is the fastest backend measured on 2 cores, with no loss of retrieval
+    # quality worth noting (docs/benchmarks.md, "Issue 6"). Vectors of different backends
+    # are not mixed in one index: the embedder's name records the backend.
+    embedding_backend: EmbeddingBackend = "openvino-bf16"
+    # Threads of the ONNX Runtime and OpenVINO backends (torch keeps its own default).
+    embedding_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     generator: GeneratorSettings = GeneratorSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     grounding: GroundingSettings = GroundingSettings()
@@ -180,22 +206,31 @@ class Settings(BaseSettings):
         return self.audit.checkpoint_file or self.audit_dir / "checkpoints.jsonl"
 
     @property
+    def scratch_dir(self) -> Path:
+        """Temporary files of parsing (OCR page images), inside the data directory."""
+        return self.resolved_data_dir / "scratch"
+
+    @property
     def broker_dir(self) -> Path:
         return self.resolved_data_dir / "broker"
 
     def celery_config(self) -> dict[str, object]:
         """Broker settings shared by the worker and every producer (plain data, no imports)."""
         config: dict[str, object] = {
+            # A task is acknowledged only once it finished, and given back if its worker
+            # dies; each worker process holds one message at a time.
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
+            "task_soft_time_limit": TASK_TIME_LIMIT - 60,
+            "task_time_limit": TASK_TIME_LIMIT,
             "task_ignore_result": True,
             "broker_connection_retry_on_startup": True,
         }
         if self.broker_url:
             config["broker_url"] = self.broker_url
-            # Longer than any ingestion may take, so a slow task is not delivered twice.
-            config["broker_transport_options"] = {"visibility_timeout": 3600}
+            # Longer than the task time limit, so a slow task is never delivered twice.
+            config["broker_transport_options"] = {"visibility_timeout": 2 * TASK_TIME_LIMIT}
         else:
             queue = str(self.broker_dir / "queue")
             config["broker_url"] = "filesystem://"

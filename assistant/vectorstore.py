@@ -110,3 +110,15 @@ class ChromaStore:
     def count(self) -> int:
         with self._lock:
             return self._fresh().count()
+
+    def ids(self) -> set[str]:
+        """Every stored chunk id (for checking the index against the database)."""
+        with self._lock:
+            return set(self._fresh().get(include=[])["ids"])
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            self._fresh().delete(ids=list(ids))
+            self._wrote()

@@ -47,14 +47,13 @@ class NoQueue:
 @pytest.fixture
 def library(fake_services: Services) -> dict[str, Any]:
     """Groups, collections, users and one indexed document per collection."""
-    accounts = fake_services.accounts
-    operator = Principal.operator()
+    access, operator = fake_services.access, Principal.operator()
     for group in ("hr", "legal"):
-        accounts.create_group(group, actor=operator)
-        accounts.create_collection(group, readers=[group], actor=operator)
+        access.create_group(group, actor=operator)
+        access.create_collection(group, readers=[group], actor=operator)
     for username, (role, groups, _) in USERS.items():
         if username != "admin":
-            accounts.add_user(username, PASSWORD, role, groups, actor=operator)
+            fake_services.accounts.add_user(username, PASSWORD, role, groups, actor=operator)
     documents = {}
     for collection, (name, body) in DOCUMENTS.items():
         added = fake_services.documents.add(name, body.encode(), collection)
@@ -146,7 +145,7 @@ def test_revoking_a_group_takes_effect_on_the_next_request(
     client = client_for(app, "alice")
     path = f"/documents/{library['hr'].id}/source"
     assert client.get(path).status_code == 200
-    fake_services.accounts.remove_member("hr", "alice", actor=Principal.operator())
+    fake_services.access.remove_member("hr", "alice", actor=Principal.operator())
     assert client.get(path).status_code == 404
     events = answer_events(client.post("/api/ask", json={"question": "How many leave days?"}))
     assert events["answer"]["declined"] and "PINEAPPLE" not in json.dumps(events)
@@ -216,7 +215,7 @@ def test_state_changes_without_the_csrf_token_are_refused(
     )
     assert forged.status_code == 400
     assert fake_services.documents.get(document.id)  # nothing was deleted
-    assert "sneaky" not in [g.name for g in fake_services.accounts.list_groups()]
+    assert "sneaky" not in [g.name for g in fake_services.access.list_groups()]
 
 
 def test_the_sixth_failed_login_in_a_minute_gets_429_and_is_audited(

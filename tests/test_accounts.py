@@ -16,17 +16,12 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
-from assistant.accounts import (
-    AccountService,
-    InvalidCredentials,
-    LoginThrottled,
-    Principal,
-    hash_password,
-    verify_password,
-)
+from assistant.access import AccessService
+from assistant.accounts import AccountService, InvalidCredentials, LoginThrottled, Principal
 from assistant.cli import main
 from assistant.db import make_engine, make_session_factory
 from assistant.errors import ConfigurationError, InvalidInput, NotFound
+from assistant.passwords import hash_password, verify_password
 from assistant.settings import Settings, load_settings
 from tests.conftest import ensure_postgres
 
@@ -62,9 +57,27 @@ def events() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def accounts(settings: Settings, clock: Clock, events: list[dict[str, Any]]) -> AccountService:
+def sessions(settings: Settings) -> sessionmaker:
+    return open_sessions(settings)
+
+
+@pytest.fixture
+def access(
+    sessions: sessionmaker, settings: Settings, events: list[dict[str, Any]]
+) -> AccessService:
+    return AccessService(sessions, settings, audit=lambda **kw: events.append(kw))
+
+
+@pytest.fixture
+def accounts(
+    sessions: sessionmaker,
+    settings: Settings,
+    clock: Clock,
+    events: list[dict[str, Any]],
+    access: AccessService,
+) -> AccountService:
     return AccountService(
-        open_sessions(settings), settings, audit=lambda **kw: events.append(kw), clock=clock
+        sessions, settings, audit=lambda **kw: events.append(kw), clock=clock, memberships=access
     )
 
 
@@ -144,76 +157,92 @@ def test_unknown_names_are_throttled_and_worded_like_wrong_passwords(
         accounts.authenticate("mallory", PASSWORD)
 
 
-def test_disabled_users_cannot_log_in_or_read(accounts: AccountService) -> None:
-    accounts.create_group("legal")
-    accounts.create_collection("contracts", readers=["legal"])
+def test_disabled_users_cannot_log_in_or_read(
+    accounts: AccountService, access: AccessService
+) -> None:
+    access.create_group("legal")
+    access.create_collection("contracts", readers=["legal"])
     alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
     token = accounts.issue_token("alice", "script")
     accounts.disable_user("alice")
     with pytest.raises(InvalidCredentials, match="invalid username or password"):
         accounts.authenticate("alice", PASSWORD)
     assert accounts.principal_for_token(token) is None
-    assert accounts.readable_collections(alice) == []
+    assert access.readable_collections(alice) == []
     assert accounts.get_principal(alice.user_id or 0) is None
     accounts.enable_user("alice")
     assert accounts.authenticate("Alice ", PASSWORD) == alice
-    assert accounts.readable_collections(alice) == ["contracts"]
+    assert access.readable_collections(alice) == ["contracts"]
 
 
 # -- access ---------------------------------------------------------------------------------
 def test_readable_collections_by_role_and_revocation_is_immediate(
     accounts: AccountService,
+    access: AccessService,
 ) -> None:
-    accounts.create_group("legal")
-    accounts.create_group("hr")
-    accounts.create_collection("contracts", readers=["legal"], description="Signed contracts")
-    accounts.create_collection("policies", readers=["legal", "hr"])
-    accounts.create_collection("payroll", readers=["hr"])
+    access.create_group("legal")
+    access.create_group("hr")
+    access.create_collection("contracts", readers=["legal"], description="Signed contracts")
+    access.create_collection("policies", readers=["legal", "hr"])
+    access.create_collection("payroll", readers=["hr"])
     staff = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
     loner = accounts.add_user("carol", PASSWORD, "staff")
     admin = accounts.add_user("root", PASSWORD, "admin")
     auditor = accounts.add_user("audrey", PASSWORD, "auditor", groups=["legal"])
 
-    assert accounts.readable_collections(staff) == ["contracts", "policies"]
-    assert accounts.readable_collections(loner) == []
-    assert accounts.readable_collections(admin) is None
-    assert accounts.readable_collections(auditor) == []
-    assert accounts.readable_collections(Principal.operator()) is None
-    assert accounts.can_read(staff, "contracts") and not accounts.can_read(staff, "payroll")
-    assert accounts.can_read(admin, "payroll")
-    assert accounts.collection_names() == ["contracts", "default", "payroll", "policies"]
+    assert access.readable_collections(staff) == ["contracts", "policies"]
+    assert access.readable_collections(loner) == []
+    assert access.readable_collections(admin) is None
+    assert access.readable_collections(auditor) == []
+    assert access.readable_collections(Principal.operator()) is None
+    assert access.can_read(staff, "contracts") and not access.can_read(staff, "payroll")
+    assert access.can_read(admin, "payroll")
+    assert access.collection_names() == ["contracts", "default", "payroll", "policies"]
 
-    accounts.set_readers("contracts", ["hr"])  # revoke legal
-    assert accounts.readable_collections(staff) == ["policies"]
-    accounts.remove_member("legal", "alice")
-    assert accounts.readable_collections(staff) == []
-    accounts.add_member("hr", "alice")
-    assert accounts.readable_collections(staff) == ["contracts", "payroll", "policies"]
-    accounts.delete_group("hr")
-    assert accounts.readable_collections(staff) == []
+    access.set_readers("contracts", ["hr"])  # revoke legal
+    assert access.readable_collections(staff) == ["policies"]
+    access.remove_member("legal", "alice")
+    assert access.readable_collections(staff) == []
+    access.add_member("hr", "alice")
+    assert access.readable_collections(staff) == ["contracts", "payroll", "policies"]
+    access.delete_group("hr")
+    assert access.readable_collections(staff) == []
     accounts.set_role("alice", "admin")  # the role is read from the database too
-    assert accounts.readable_collections(staff) is None
+    assert access.readable_collections(staff) is None
 
 
-def test_the_default_collection_always_exists(accounts: AccountService) -> None:
-    assert accounts.collection_names() == ["default"]
-    accounts.create_group("everyone")
-    accounts.set_readers("default", ["everyone"])
-    [default] = accounts.list_collections()
+def test_the_default_collection_always_exists(access: AccessService) -> None:
+    assert access.collection_names() == ["default"]
+    access.create_group("everyone")
+    access.set_readers("default", ["everyone"])
+    [default] = access.list_collections()
     assert (default.name, default.readers) == ("default", ("everyone",))
     with pytest.raises(InvalidInput, match="already exists"):
-        accounts.create_collection("default")
+        access.create_collection("default")
 
 
-def test_groups_list_their_members(accounts: AccountService) -> None:
-    accounts.create_group("legal")
-    accounts.create_group("hr")
+def test_groups_list_their_members(accounts: AccountService, access: AccessService) -> None:
+    access.create_group("legal")
+    access.create_group("hr")
     accounts.add_user("bob", PASSWORD, "staff", groups=["legal", "hr"])
     accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
-    accounts.add_member("legal", "alice")  # already a member: no change
-    listed = {g.name: g.members for g in accounts.list_groups()}
+    access.add_member("legal", "alice")  # already a member: no change
+    listed = {g.name: g.members for g in access.list_groups()}
     assert listed == {"hr": ("bob",), "legal": ("alice", "bob")}
     assert accounts.get_user("bob").to_dict()["groups"] == ["hr", "legal"]
+    assert [u.groups for u in accounts.list_users()] == [("legal",), ("hr", "legal")]
+
+
+def test_without_the_access_service_users_join_no_groups(
+    settings: Settings, access: AccessService
+) -> None:
+    access.create_group("legal")
+    alone = AccountService(access.sessions, settings)
+    with pytest.raises(ConfigurationError, match="access service"):
+        alone.add_user("bob", PASSWORD, "staff", groups=["legal"])
+    alone.add_user("bob", PASSWORD, "staff")
+    access.add_member("legal", "bob")
+    assert alone.get_user("bob").groups == ()
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -264,22 +293,24 @@ def test_first_admin_with_a_generated_password_printed_once(tmp_path: Path) -> N
 
 # -- validation and audit -------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["Alice", "", "-alice", "al ice", "a" * 65, "alice\n", "é"])
-def test_bad_names_are_refused(accounts: AccountService, name: str) -> None:
+def test_bad_names_are_refused(accounts: AccountService, access: AccessService, name: str) -> None:
     with pytest.raises(InvalidInput, match="lower-case letters"):
         accounts.add_user(name, PASSWORD, "staff")
     with pytest.raises(InvalidInput, match="lower-case letters"):
-        accounts.create_group(name)
+        access.create_group(name)
     with pytest.raises(InvalidInput, match="lower-case letters"):
-        accounts.create_collection(name)
+        access.create_collection(name)
 
 
-def test_duplicates_unknown_names_and_roles(accounts: AccountService) -> None:
-    accounts.create_group("legal")
+def test_duplicates_unknown_names_and_roles(
+    accounts: AccountService, access: AccessService
+) -> None:
+    access.create_group("legal")
     accounts.add_user("alice", PASSWORD, "staff")
     with pytest.raises(InvalidInput, match="user 'alice' already exists"):
         accounts.add_user("alice", PASSWORD, "staff")
     with pytest.raises(InvalidInput, match="group 'legal' already exists"):
-        accounts.create_group("legal")
+        access.create_group("legal")
     with pytest.raises(InvalidInput, match="invalid role 'root'"):
         accounts.add_user("bob", PASSWORD, "root")
     with pytest.raises(NotFound, match="no such group: sales"):
@@ -287,28 +318,28 @@ def test_duplicates_unknown_names_and_roles(accounts: AccountService) -> None:
     with pytest.raises(NotFound, match="no such user: bob"):  # nothing half-created
         accounts.disable_user("bob")
     with pytest.raises(NotFound, match="no such collection: nope"):
-        accounts.set_readers("nope", ["legal"])
+        access.set_readers("nope", ["legal"])
     with pytest.raises(NotFound, match="not a member"):
-        accounts.remove_member("legal", "alice")
+        access.remove_member("legal", "alice")
 
 
 def test_every_change_reaches_the_audit_callable(
-    accounts: AccountService, events: list[dict[str, Any]]
+    accounts: AccountService, access: AccessService, events: list[dict[str, Any]]
 ) -> None:
     admin = Principal(None, "ops", "operator")
-    accounts.create_group("legal", actor=admin)
+    access.create_group("legal", actor=admin)
     accounts.add_user("alice", PASSWORD, "staff", actor=admin)
-    accounts.add_member("legal", "alice", actor=admin)
-    accounts.remove_member("legal", "alice", actor=admin)
+    access.add_member("legal", "alice", actor=admin)
+    access.remove_member("legal", "alice", actor=admin)
     accounts.set_password("alice", "a new long passphrase", actor=admin)
     accounts.set_role("alice", "auditor", actor=admin)
     accounts.disable_user("alice", actor=admin)
     accounts.enable_user("alice", actor=admin)
-    accounts.create_collection("contracts", ["legal"], actor=admin)
-    accounts.set_readers("contracts", [], actor=admin)
+    access.create_collection("contracts", ["legal"], actor=admin)
+    access.set_readers("contracts", [], actor=admin)
     token = accounts.issue_token("alice", "ci", actor=admin)
     accounts.revoke_token(accounts.list_tokens("alice")[0].id, actor=admin)
-    accounts.delete_group("legal", actor=admin)
+    access.delete_group("legal", actor=admin)
     assert [e["action"] for e in events] == [
         "group.create", "user.add", "group.add_member", "group.remove_member",
         "user.set_password", "user.set_role", "user.disable", "user.enable",
@@ -340,15 +371,16 @@ def test_access_and_throttling_on_postgresql(tmp_path: Path, clock: Clock) -> No
         url = f"postgresql://postgres@127.0.0.1:5432/{name}"
         settings = load_settings(data_dir=tmp_path / "var", database_url=url)
         sessions = open_sessions(settings)
-        accounts = AccountService(sessions, settings, clock=clock)
-        accounts.create_group("legal")
-        accounts.create_collection("contracts", readers=["legal"])
+        access = AccessService(sessions, settings)
+        accounts = AccountService(sessions, settings, clock=clock, memberships=access)
+        access.create_group("legal")
+        access.create_collection("contracts", readers=["legal"])
         alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
         with pytest.raises(InvalidInput, match="already exists"):
             accounts.add_user("alice", PASSWORD, "staff")
-        assert accounts.readable_collections(alice) == ["contracts"]
-        accounts.delete_group("legal")
-        assert accounts.readable_collections(alice) == []
+        assert access.readable_collections(alice) == ["contracts"]
+        access.delete_group("legal")
+        assert access.readable_collections(alice) == []
         for _ in range(5):
             with pytest.raises(InvalidCredentials):
                 accounts.authenticate("alice", "wrong password!")

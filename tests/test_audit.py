@@ -27,15 +27,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 import assistant.audit as audit_module
-from assistant.audit import (
-    GENESIS,
-    AuditLog,
-    Checkpoint,
-    _create_key,
-    canonical_json,
-    key_fingerprint,
-    record_hash,
-)
+from assistant.audit import GENESIS, AuditLog, record_hash
+from assistant.audit_checkpoints import Checkpoint, _create_key, canonical_json, key_fingerprint
 from assistant.cli import main
 from assistant.db import make_engine, make_session_factory
 from assistant.errors import AuditError

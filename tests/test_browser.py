@@ -150,8 +150,8 @@ def test_upload_ask_and_open_the_cited_source(
 
     # Staff read the default collection through their group; an auditor reads the log.
     accounts, operator = services.accounts, Principal.operator()
-    accounts.create_group("everyone", actor=operator)
-    accounts.set_readers("default", ["everyone"], actor=operator)
+    services.access.create_group("everyone", actor=operator)
+    services.access.set_readers("default", ["everyone"], actor=operator)
     accounts.add_user("sam", STAFF_PASSWORD, "staff", ["everyone"], actor=operator)
     accounts.add_user("audrey", STAFF_PASSWORD, "auditor", actor=operator)
 
@@ -186,7 +186,7 @@ def test_upload_ask_and_open_the_cited_source(
     expect(row.locator("td.filename a")).to_have_text("canteen.txt")
     broken = page.locator("#documents-body tr", has_text="broken.pdf")
     expect(broken.locator(".status")).to_have_text("failed", timeout=60_000)
-    expect(broken.locator(".reason")).to_contain_text("the PDF is damaged or not a PDF")
+    expect(broken.locator(".reason")).to_contain_text("the PDF is damaged")
     page.screenshot(path=str(SCREENSHOTS / "assistant-documents.png"), full_page=True)
 
     page.close()

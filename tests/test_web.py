@@ -138,7 +138,7 @@ def test_corrupt_pdf_is_accepted_then_fails_with_reason(
     ingest_sent(fake_services, queue)
     detail = client.get(f"/api/documents/{document['id']}").json
     assert detail["status"] == "failed"
-    assert "the PDF is damaged or not a PDF" in detail["error"]
+    assert "the PDF is damaged" in detail["error"]
     assert detail["chunks"] == 0
 
 
@@ -214,11 +214,13 @@ def test_oversized_request_is_a_clear_413(settings: Settings) -> None:
 def test_form_upload_flashes_a_message_per_file(client: FlaskClient, queue: RecordingQueue) -> None:
     response = upload(client, ("guide.md", GUIDE), ("photo.png", b"\x89PNG"), url="/documents")
     assert response.status_code == 303
-    assert response.headers["Location"].endswith("/documents")
-    page = client.get("/documents").get_data(as_text=True)
+    # Accepted files lead to the batch page, which follows their progress.
+    batch_page = response.headers["Location"]
+    assert batch_page.startswith("/batches/")
+    page = client.get(batch_page).get_data(as_text=True)
     assert "guide.md: accepted and queued for indexing" in page
     assert "photo.png: unsupported file type (.png)" in page
-    assert 'data-status="queued"' in page
+    assert 'data-status="queued"' in page and "0 of 1 done" in page
     assert len(queue.sent) == 1
     # Flash messages are shown once.
     assert "accepted and queued" not in client.get("/documents").get_data(as_text=True)

@@ -57,7 +57,7 @@ def create_app(
     app.jinja_env.filters["size"] = human_size
     app.jinja_env.filters["when"] = short_time
 
-    from web import admin, ask, audit, documents, health, sources
+    from web import admin, ask, audit, batches, documents, health, sources
     from web.auth import init_auth
 
     init_auth(app)
@@ -65,6 +65,7 @@ def create_app(
     app.register_blueprint(admin.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(documents.bp)
+    app.register_blueprint(batches.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(health.bp)
     register_error_handlers(app)

@@ -1,5 +1,5 @@
 """The admin page: users, groups, collections and API tokens. Every change is audited by the
-account service itself, with the admin as the actor."""
+account and access services themselves, with the admin as the actor."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ def _admins_only() -> None:
 
 @bp.get("")
 def page(new_token: dict[str, str] | None = None) -> str:
-    accounts = services().accounts
+    accounts, access = services().accounts, services().access
     return render_template(
         "admin.html",
         new_token=new_token,
         users=accounts.list_users(),
-        groups=accounts.list_groups(),
-        collections=accounts.list_collections(),
+        groups=access.list_groups(),
+        collections=access.list_collections(),
         roles=ROLES,
     )
 
@@ -92,36 +92,36 @@ def issue_token(username: str) -> Response | str:
 
 @bp.post("/groups")
 def create_group() -> Response:
-    accounts = services().accounts
+    access = services().access
     return _change(
-        lambda: accounts.create_group(_field("group"), actor=principal()),
+        lambda: access.create_group(_field("group"), actor=principal()),
         lambda: f"group {request.form['group'].strip().lower()} created",
     )
 
 
 @bp.post("/groups/<group>/members")
 def add_member(group: str) -> Response:
-    accounts = services().accounts
+    access = services().access
     return _change(
-        lambda: accounts.add_member(group, _field("username"), actor=principal()),
+        lambda: access.add_member(group, _field("username"), actor=principal()),
         lambda: f"{request.form['username'].strip()} added to {group}",
     )
 
 
 @bp.post("/groups/<group>/members/<username>/remove")
 def remove_member(group: str, username: str) -> Response:
-    accounts = services().accounts
+    access = services().access
     return _change(
-        lambda: accounts.remove_member(group, username, actor=principal()),
+        lambda: access.remove_member(group, username, actor=principal()),
         lambda: f"{username} removed from {group}",
     )
 
 
 @bp.post("/collections")
 def create_collection() -> Response:
-    accounts = services().accounts
+    access = services().access
     return _change(
-        lambda: accounts.create_collection(
+        lambda: access.create_collection(
             _field("collection"), request.form.getlist("readers"), actor=principal()
         ),
         lambda: f"collection {request.form['collection'].strip().lower()} created",
@@ -130,10 +130,8 @@ def create_collection() -> Response:
 
 @bp.post("/collections/<collection>/readers")
 def set_readers(collection: str) -> Response:
-    accounts = services().accounts
+    access = services().access
     return _change(
-        lambda: accounts.set_readers(
-            collection, request.form.getlist("readers"), actor=principal()
-        ),
+        lambda: access.set_readers(collection, request.form.getlist("readers"), actor=principal()),
         lambda: f"readers of {collection} updated",
     )

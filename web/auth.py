@@ -48,7 +48,7 @@ def principal() -> Principal:
 
 def scope() -> Scope:
     """The collections the current user may read, from the database on every request."""
-    return services().accounts.readable_collections(principal())
+    return services().access.readable_collections(principal())
 
 
 def audit(action: str, details: dict[str, Any] | None = None) -> int:
@@ -118,13 +118,13 @@ def _after_request(response: Response) -> Response:
     return response
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None, fallback: str = "ask.page") -> str:
     """Only a path on this site: never an absolute URL an attacker chose."""
     if not target:
-        return url_for("ask.page")
+        return url_for(fallback)
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("ask.page")
+        return url_for(fallback)
     return target
 
 
@@ -159,7 +159,7 @@ def login() -> Response | tuple[Response | str, int]:
     csrf_token()
     g.principal = user
     audit("login")
-    return redirect(_safe_next(request.form.get("next")), code=303)
+    return redirect(safe_next(request.form.get("next")), code=303)
 
 
 def _anonymous(username: str) -> Principal:

@@ -19,10 +19,11 @@ from flask import (
 )
 from werkzeug.datastructures import FileStorage
 
+from assistant.access import DEFAULT_COLLECTION
+from assistant.batches import expand, new_batch_id
 from assistant.db import Document
-from assistant.documents import DEFAULT_COLLECTION
-from assistant.errors import AuditError, InvalidInput
-from web.auth import audit, principal, require_role, scope
+from assistant.errors import InvalidInput
+from web.auth import audit, principal, require_role, safe_next, scope
 from web.state import services, tasks
 
 logger = logging.getLogger(__name__)
@@ -34,42 +35,61 @@ NO_FILES = f'choose one or more files to upload (form field "{UPLOAD_FIELD}")'
 
 @dataclass
 class UploadResult:
+    batch_id: str
     accepted: list[Document] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "batch_id": self.batch_id,
+            "accepted": [d.to_dict() for d in self.accepted],
+            "rejected": self.rejected,
+        }
 
 
 def chosen_collection() -> str:
     name = request.form.get("collection", DEFAULT_COLLECTION).strip() or DEFAULT_COLLECTION
-    if name not in services().accounts.collection_names():
+    if name not in services().access.collection_names():
         raise InvalidInput(f"there is no collection {name!r}; an admin creates it first")
     return name
 
 
 def store_uploads(uploads: list[FileStorage], collection: str) -> UploadResult:
-    """Store and enqueue each file on its own: a rejected file never loses the others.
-    Each stored file is audited before it is queued; an audit failure stops the batch."""
-    result = UploadResult()
-    documents, queue = services().documents, tasks()
+    """Store and enqueue each file (or each file inside a .zip) on its own, as one batch:
+    a rejected file never loses the others. Each stored file is audited before it is
+    queued; an audit failure stops the batch."""
+    result = UploadResult(new_batch_id())
+    limits = services().settings.limits
     for upload in uploads:
-        filename = upload.filename or "unnamed"
-        try:
-            document = documents.add(filename, upload.read(), collection)
-        except InvalidInput as exc:
-            result.rejected.append({"filename": filename, "error": str(exc)})
-            continue
-        except OSError:
-            logger.exception("could not store upload %s", filename)
-            error = f"{filename}: the server could not store the file; try again"
-            result.rejected.append({"filename": filename, "error": error})
-            continue
-        try:
-            audit("document.upload", document.described())
-        except AuditError:
-            documents.delete(document.id)  # fail closed: nothing unaudited is kept
-            raise
-        queue.send_ingest(document.id)
-        result.accepted.append(document)
+        for item in expand(upload.filename or "unnamed", upload.read(), limits):
+            if item.data is None:
+                result.rejected.append({"filename": item.filename, "error": item.error or ""})
+            else:
+                store_one(item.filename, item.data, collection, result)
     return result
+
+
+def store_one(filename: str, data: bytes, collection: str, result: UploadResult) -> None:
+    try:
+        document = services().upload(principal(), filename, data, collection, result.batch_id)
+    except InvalidInput as exc:
+        result.rejected.append({"filename": filename, "error": str(exc)})
+        return
+    except OSError:
+        logger.exception("could not store upload %s", filename)
+        error = f"{filename}: the server could not store the file; try again"
+        result.rejected.append({"filename": filename, "error": error})
+        return
+    tasks().send_ingest(document.id)
+    result.accepted.append(document)
+
+
+def requeue(document_id: str) -> Document:
+    """Retry a failed file or re-ingest an indexed one (admins)."""
+    document = services().documents.requeue(document_id)
+    audit("document.reingest", document.described())
+    tasks().send_ingest(document.id)
+    return document
 
 
 def chosen_files() -> list[FileStorage]:
@@ -95,7 +115,7 @@ def page() -> str:
         counts=documents.counts(readable),
         max_upload=current_app.config["ASSISTANT_MAX_UPLOAD_BYTES"],
         is_admin=principal().role == "admin",
-        collections=services().accounts.collection_names(),
+        collections=services().access.collection_names(),
     )
 
 
@@ -123,7 +143,17 @@ def upload_form() -> Response:
         flash(f"{document.filename}: accepted and queued for indexing", "success")
     for rejected in result.rejected:
         flash(rejected["error"], "error")
+    if result.accepted:
+        return redirect(url_for("batches.page", batch_id=result.batch_id), code=303)
     return redirect(url_for("documents.page"), code=303)
+
+
+@bp.post("/documents/<document_id>/reingest")
+@require_role("admin")
+def reingest_form(document_id: str) -> Response:
+    document = requeue(document_id)
+    flash(f"{document.filename}: queued again", "success")
+    return redirect(safe_next(request.form.get("next"), "documents.page"), code=303)
 
 
 @bp.post("/documents/<document_id>/delete")
@@ -157,8 +187,13 @@ def upload_api() -> tuple[Response, int]:
         status = 207  # some accepted, some rejected: each entry says which
     else:
         status = 400
-    body = {"accepted": [d.to_dict() for d in result.accepted], "rejected": result.rejected}
-    return jsonify(body), status
+    return jsonify(result.to_dict()), status
+
+
+@bp.post("/api/documents/<document_id>/reingest")
+@require_role("admin")
+def reingest_api(document_id: str) -> tuple[Response, int]:
+    return jsonify(requeue(document_id).to_dict()), 202
 
 
 @bp.get("/api/documents/<document_id>")

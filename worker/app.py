@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery, Task, signals
 
+from assistant import sandbox
 from assistant.errors import AssistantError, NotFound
 from assistant.services import Services, build_services, pending_document_ids
 from assistant.settings import load_settings
@@ -38,12 +39,15 @@ def services() -> Services:
 @signals.worker_process_init.connect
 def _load_models(**_: Any) -> None:
     services().embedder.embed(["warm-up"])
+    sandbox.start()  # the parsing helper, so the first file does not wait for it
 
 
 @signals.worker_ready.connect
 def _requeue_pending(**_: Any) -> None:
-    # The database is the source of truth: whatever a crash or a lost message left
-    # queued or processing is sent again. Tasks are idempotent, so duplicates are harmless.
+    # The database is the source of truth: whatever a crash or a lost message left queued,
+    # parsing or embedding is sent again. Each step is a compare-and-set and every write an
+    # upsert, so a duplicate message is harmless; a file that keeps killing its worker is
+    # failed after `limits.max_attempts` attempts (DocumentService.ingest).
     ids = pending_document_ids(load_settings())
     for document_id in ids:
         ingest_document.delay(document_id)

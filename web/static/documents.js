@@ -1,4 +1,4 @@
-// The Documents page: keep the status table current while anything is queued or processing.
+// The Documents page: keep the status table current while anything is queued, parsing or embedding.
 "use strict";
 
 (function () {
@@ -6,7 +6,7 @@
   const body = document.getElementById("documents-body");
   const counts = document.getElementById("counts");
   const empty = document.getElementById("empty");
-  const PENDING = new Set(["queued", "processing"]);
+  const PENDING = new Set(["queued", "parsing", "embedding"]);
   const INTERVAL_MS = 2000;
 
   function el(tag, className, text) {
@@ -46,23 +46,31 @@
     const download = el("a", "button link", "Download");
     download.href = table.dataset.download.replace("DOC", encodeURIComponent(doc.id));
     actions.append(download);
-    if (table.dataset.admin) {
+    function postButton(url, label, className, confirmText) {
       const form = el("form", "inline");
       form.method = "post";
-      form.action = table.dataset.delete.replace("DOC", encodeURIComponent(doc.id));
-      form.dataset.confirm = "Delete " + doc.filename + "?";
+      form.action = url.replace("DOC", encodeURIComponent(doc.id));
+      if (confirmText) form.dataset.confirm = confirmText;
       const csrf = el("input");
       csrf.type = "hidden";
       csrf.name = "csrf_token";
       csrf.value = table.dataset.csrf;
-      const button = el("button", "button link danger", "Delete");
+      const button = el("button", className, label);
       button.type = "submit";
       form.append(csrf, button);
-      actions.append(form);
+      return form;
+    }
+    if (table.dataset.admin && (doc.status === "indexed" || doc.status === "failed")) {
+      const label = doc.status === "failed" ? "Retry" : "Re-ingest";
+      actions.append(postButton(table.dataset.reingest, label, "button link"));
+    }
+    if (table.dataset.admin) {
+      const confirmText = "Delete " + doc.filename + "?";
+      actions.append(postButton(table.dataset.delete, "Delete", "button link danger", confirmText));
     }
     tr.append(
       name,
-      el("td", null, doc.collection),
+      el("td", null, doc.collection + (doc.version > 1 ? " v" + doc.version : "")),
       status,
       el("td", "num", doc.status === "indexed" ? doc.chunks : ""),
       el("td", "num", doc.pages || ""),
@@ -76,7 +84,7 @@
   function render(data) {
     body.replaceChildren(...data.documents.map(row));
     const c = data.counts;
-    counts.textContent = c.indexed + " indexed · " + (c.queued + c.processing) +
+    counts.textContent = c.indexed + " indexed · " + (c.queued + c.parsing + c.embedding) +
       " in progress · " + c.failed + " failed";
     empty.hidden = data.documents.length > 0;
   }

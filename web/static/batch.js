@@ -1,0 +1,72 @@
+// The batch page: follow the batch's progress until every file is indexed or failed.
+"use strict";
+
+(function () {
+  const box = document.getElementById("batch");
+  const bar = document.getElementById("batch-progress");
+  const summary = document.getElementById("batch-summary");
+  const body = document.getElementById("batch-body");
+  const INTERVAL_MS = 2000;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function report(doc) {
+    const r = doc.report;
+    if (!r) return "";
+    const parts = [r.pages + " page(s)", r.characters + " characters"];
+    if (r.ocr_pages && r.ocr_pages.length) parts.push(r.ocr_pages.length + " OCR'd");
+    if (r.tables) parts.push(r.tables + " table(s)");
+    if (r.warnings && r.warnings.length) parts.push(r.warnings.join("; "));
+    return parts.join(" · ");
+  }
+
+  function row(doc) {
+    const tr = el("tr");
+    tr.dataset.id = doc.id;
+    tr.dataset.status = doc.status;
+    const name = el("td", "filename");
+    if (doc.status === "indexed") {
+      const link = el("a", null, doc.filename);
+      link.href = box.dataset.source.replace("DOC", encodeURIComponent(doc.id));
+      name.append(link);
+    } else {
+      name.textContent = doc.filename;
+    }
+    const status = el("td");
+    status.append(el("span", "status status-" + doc.status, doc.status));
+    if (doc.error) status.append(el("div", "reason", doc.error));
+    tr.append(name, el("td", null, doc.version), status, el("td", "muted small", report(doc)));
+    return tr;
+  }
+
+  function render(data) {
+    bar.max = data.total;
+    bar.value = data.finished;
+    let text = data.finished + " of " + data.total + " done · " + data.counts.indexed +
+      " indexed · " + data.counts.failed + " failed";
+    if (data.eta_seconds !== null && data.finished < data.total) {
+      text += " · about " + Math.round(data.eta_seconds) + " s left";
+    }
+    summary.textContent = text;
+    body.replaceChildren(...data.documents.map(row));
+    return data.finished < data.total;
+  }
+
+  async function poll() {
+    let again = true;
+    try {
+      const response = await fetch(box.dataset.api, { headers: { Accept: "application/json" } });
+      if (response.ok) again = render(await response.json());
+    } catch (err) {
+      // The server may be restarting: try again.
+    }
+    if (again) setTimeout(poll, INTERVAL_MS);
+  }
+
+  poll();
+})();
