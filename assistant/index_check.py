@@ -15,6 +15,7 @@ from assistant.db import Base, Chunk, Document, DocumentStatus
 from assistant.embedding import Embedder
 from assistant.errors import DocumentError
 from assistant.keyword_index import KeywordIndex
+from assistant.settings import ChunkingSettings
 from assistant.vectorstore import ChromaStore
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ class IndexMeta(Base):
 
 class IndexSettingsMismatch(DocumentError):
     """The indexes were built with another embedding model or chunking."""
+
+
+def index_settings(embedder_name: str, chunking: ChunkingSettings) -> dict[str, object]:
+    """What the indexes are built with; an index never mixes two of these."""
+    return {"embedder": embedder_name, "chunk_size": chunking.size, "overlap": chunking.overlap}
 
 
 def check_index_settings(sessions: sessionmaker, wanted: dict[str, object]) -> None:

@@ -141,3 +141,23 @@ def test_retry_and_reingest(
 def test_unknown_batch_is_404(client: FlaskClient) -> None:
     assert client.get("/api/batches/nope").status_code == 404
     assert client.get("/batches/nope").status_code == 404
+
+
+def test_older_versions_are_for_admins_only(
+    client: FlaskClient, fake_services: Services, queue: RecordingQueue
+) -> None:
+    [first] = upload(client, ("guide.md", GUIDE)).get_json()["accepted"]
+    upload(client, ("guide.md", GUIDE.replace(b"140", b"160")))
+    ingest_sent(fake_services, queue)
+    listed = client.get("/api/documents?versions=1").get_json()["documents"]
+    assert sorted(d["version"] for d in listed) == [1, 2]
+    assert "superseded" in client.get("/documents?versions=1").get_data(as_text=True)
+    fake_services.access.create_group("all")
+    fake_services.access.set_readers("default", ["all"])
+    fake_services.accounts.add_user("sam", "staff password 123", "staff", ["all"])
+    staff = create_app(services=fake_services, task_sender=queue).test_client()
+    sign_in(staff, "sam", "staff password 123")
+    staff_list = staff.get("/api/documents?versions=1").get_json()["documents"]
+    assert [d["version"] for d in staff_list] == [2]
+    assert staff.get(f"/documents/{first['id']}/download").status_code == 404
+    assert client.get(f"/documents/{first['id']}/download").status_code == 200

@@ -166,6 +166,8 @@ def test_upload_ask_and_open_the_cited_source(
     names = ["canteen.txt", "broken.pdf", "tool.exe"]
     page.set_input_files("#files", [str(upload_dir / name) for name in names])
     page.click("#upload-form button[type=submit]")
+    # The batch page follows the uploads until each is indexed or failed.
+    page.wait_for_url(re.compile(r"/batches/\w+$"))
     expect(page.locator(".flash-success")).to_have_text(
         [
             "canteen.txt: accepted and queued for indexing",
@@ -173,22 +175,27 @@ def test_upload_ask_and_open_the_cited_source(
         ]
     )
     expect(page.locator(".flash-error")).to_contain_text("tool.exe: unsupported file type")
-    row = page.locator("#documents-body tr", has_text="canteen.txt")
+    row = page.locator("#batch-body tr", has_text="canteen.txt")
     expect(row.locator(".status")).to_have_text("queued")
-    expect(page.locator("#documents-body tr", has_text="handbook.md")).to_contain_text("indexed")
-    page.screenshot(path=str(SCREENSHOTS / "assistant-documents-queued.png"), full_page=True)
+    expect(page.locator("#batch-summary")).to_contain_text("0 of 2 done")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-batch-queued.png"), full_page=True)
 
-    # A real worker picks the upload up; the table follows without a reload.
+    # A real worker picks the uploads up; the page follows without a reload.
     page.evaluate("window.__sameDocument = true")
     start_worker(settings)
     expect(row.locator(".status")).to_have_text("indexed", timeout=240_000)
-    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
-    expect(row.locator("td.filename a")).to_have_text("canteen.txt")
-    broken = page.locator("#documents-body tr", has_text="broken.pdf")
+    broken = page.locator("#batch-body tr", has_text="broken.pdf")
     expect(broken.locator(".status")).to_have_text("failed", timeout=60_000)
     expect(broken.locator(".reason")).to_contain_text("the PDF is damaged")
-    page.screenshot(path=str(SCREENSHOTS / "assistant-documents.png"), full_page=True)
+    expect(page.locator("#batch-summary")).to_contain_text("2 of 2 done")
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    expect(row.locator("td.filename a")).to_have_text("canteen.txt")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-batch.png"), full_page=True)
 
+    page.goto(f"{server}/documents")
+    expect(page.locator("#documents-body tr", has_text="handbook.md")).to_contain_text("indexed")
+    expect(page.locator("#documents-body tr", has_text="canteen.txt")).to_contain_text("indexed")
+    page.screenshot(path=str(SCREENSHOTS / "assistant-documents.png"), full_page=True)
     page.close()
 
     # -- Staff, Ask: an empty question is an inline error, a real question gets a cited answer.

@@ -17,7 +17,7 @@ import assistant.services
 from assistant.cli import main
 from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator
-from assistant.index_check import SETTINGS_KEY, IndexMeta
+from assistant.index_check import SETTINGS_KEY, IndexMeta, index_settings
 from assistant.services import Services
 from assistant.settings import Settings, load_settings
 from tests.documents import MARKDOWN
@@ -234,7 +234,7 @@ def test_reindex_all_after_a_chunking_change(cli: InProcessCli, tmp_path: Path) 
     services = cli.services(chunking={"size": 400, "overlap": 50})
     with services.sessions() as session:
         built = json.loads(session.get(IndexMeta, SETTINGS_KEY).value)
-    assert built == services.documents.index_settings()
+    assert built == index_settings(services.embedder.name, services.settings.chunking)
     assert built["chunk_size"] == 400
     documents = {d.filename: d for d in services.documents.list()}
     assert documents["handbook.txt"].chunk_count > before

@@ -15,24 +15,21 @@ from click.testing import CliRunner
 from assistant.cli import main
 from assistant.embedding import HashingEmbedder
 from assistant.errors import InvalidInput
-from assistant.evaluation import (
+from assistant.evaluation.datasets import load_questions, read_jsonl, read_qrels
+from assistant.evaluation.metrics import (
     contains_answer,
-    evaluate_qa,
-    evaluate_retrieval,
     exact_match,
-    format_report,
-    load_questions,
     mrr_at_k,
     ndcg_at_k,
     normalize_answer,
     percentile,
-    read_jsonl,
-    read_qrels,
     recall_at_k,
-    sample_questions,
     strip_citations,
     token_f1,
 )
+from assistant.evaluation.qa import evaluate_qa, sample_questions
+from assistant.evaluation.report import format_report
+from assistant.evaluation.retrieval import evaluate_retrieval
 from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings

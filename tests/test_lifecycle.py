@@ -14,6 +14,7 @@ from assistant.db import Document, DocumentStatus
 from assistant.embedding import HashingEmbedder
 from assistant.errors import DuplicateDocument, InvalidInput
 from assistant.generation import ExtractiveFakeGenerator
+from assistant.index_check import index_settings
 from assistant.services import Services, build_services
 from assistant.settings import Settings
 
@@ -140,7 +141,7 @@ def test_the_index_refuses_other_chunking_until_rebuilt(
     refused = other.documents.ingest(other.documents.add("b.md", POLICY_V2).id)
     assert refused.status == DocumentStatus.FAILED
     assert "reindex --all" in (refused.error or "")
-    other.index.clear(other.documents.index_settings())
+    other.index.clear(index_settings(other.embedder.name, other.settings.chunking))
     for document_id in other.documents.requeue_all():
         assert other.documents.ingest(document_id).status == DocumentStatus.INDEXED
     assert other.index.verify().consistent

@@ -22,7 +22,7 @@ from werkzeug.datastructures import FileStorage
 from assistant.access import DEFAULT_COLLECTION
 from assistant.batches import expand, new_batch_id
 from assistant.db import Document
-from assistant.errors import InvalidInput
+from assistant.errors import InvalidInput, NotFound
 from web.auth import audit, principal, require_role, safe_next, scope
 from web.state import services, tasks
 
@@ -109,12 +109,15 @@ def delete_document(document_id: str) -> Document:
 @bp.get("/documents")
 def page() -> str:
     documents, readable = services().documents, scope()
+    is_admin = principal().role == "admin"
+    versions = is_admin and request.args.get("versions") == "1"
     return render_template(
         "documents.html",
-        documents=documents.list(readable),
+        documents=documents.list(readable, versions=versions),
+        versions=versions,
         counts=documents.counts(readable),
         max_upload=current_app.config["ASSISTANT_MAX_UPLOAD_BYTES"],
-        is_admin=principal().role == "admin",
+        is_admin=is_admin,
         collections=services().access.collection_names(),
     )
 
@@ -123,6 +126,8 @@ def page() -> str:
 def download(document_id: str) -> Response:
     documents = services().documents
     document = documents.get(document_id, scope())
+    if not document.current and principal().role != "admin":
+        raise NotFound(f"no document {document_id}")  # older versions: admins only
     audit("document.download", document.described())
     return send_file(
         documents.original_path(document.id),
@@ -168,8 +173,9 @@ def delete_form(document_id: str) -> Response:
 @bp.get("/api/documents")
 def list_api() -> Response:
     documents, readable = services().documents, scope()
+    versions = principal().role == "admin" and request.args.get("versions") == "1"
     return jsonify(
-        documents=[d.to_dict() for d in documents.list(readable)],
+        documents=[d.to_dict() for d in documents.list(readable, versions=versions)],
         counts=documents.counts(readable),
     )
 

@@ -17,6 +17,7 @@ from assistant.access import DEFAULT_COLLECTION
 from assistant.cli.common import Progress, Workers, core_errors, current_settings, open_services
 from assistant.db import DocumentStatus
 from assistant.errors import AssistantError, AuditError, DuplicateDocument, UnsupportedFileType
+from assistant.index_check import index_settings
 from assistant.parsing import check_extension
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def _reingest(services: Services, document_ids: Sequence[str]) -> dict[str, str]
 def _rebuild(services: Services, queue: bool) -> dict[str, str]:
     """Empty the indexes, record the settings they are rebuilt with, and queue every current
     document again: id → filename, oldest first."""
-    wanted = services.documents.index_settings()
+    wanted = index_settings(services.embedder.name, services.settings.chunking)
     names = {document.id: document.filename for document in reversed(services.documents.list())}
     details = {"settings": wanted, "documents": len(names), "queued": queue}
     services.audit(None, "index.rebuild", details)  # before anything is cleared

@@ -17,7 +17,7 @@ def eval_group() -> None:
 
 
 def _report(report: dict[str, Any], json_path: Path | None) -> None:
-    from assistant.evaluation import format_report
+    from assistant.evaluation.report import format_report
 
     click.echo(format_report(report))
     if json_path:
@@ -33,7 +33,7 @@ def _report(report: dict[str, Any], json_path: Path | None) -> None:
 @core_errors
 def eval_retrieval(directory: Path, json_path: Path | None, limit: int | None) -> None:
     """Retrieval quality on a BEIR-layout set (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
-    from assistant.evaluation import evaluate_retrieval
+    from assistant.evaluation.retrieval import evaluate_retrieval
 
     _report(evaluate_retrieval(current_settings(), directory, limit=limit), json_path)
 
@@ -53,7 +53,7 @@ def eval_qa(
     directory: Path, limit: int, seed: int, questions: Path | None, json_path: Path | None
 ) -> None:
     """Answer quality on documents/ + questions.jsonl (SQuAD-style scoring)."""
-    from assistant.evaluation import evaluate_qa
+    from assistant.evaluation.qa import evaluate_qa
 
     settings = current_settings()
     report = evaluate_qa(settings, directory, limit=limit, seed=seed, questions_file=questions)
