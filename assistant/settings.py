@@ -132,6 +132,21 @@ class AccountSettings(BaseModel):
     secure_cookies: bool = True
 
 
+class LoadSettings(BaseModel):
+    """Backpressure on questions (web/limits.py). Both limits hold per web process."""
+
+    # Answers prepared at once; the model answers one question at a time.
+    max_concurrent_answers: int = Field(1, ge=1)
+    # Questions that may wait for a free slot; one more is refused at once with HTTP 503.
+    max_waiting_answers: int = Field(4, ge=0)
+    # How long a waiting question may wait for a slot before it is refused with HTTP 503.
+    wait_seconds: float = Field(30.0, gt=0)
+    # Questions one user may ask per minute (a sliding window); the next one gets HTTP 429.
+    per_user_per_minute: int = Field(20, ge=1)
+    # The Retry-After a question refused for lack of capacity is given.
+    retry_after_seconds: int = Field(5, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore"
@@ -159,6 +174,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     audit: AuditSettings = AuditSettings()
     accounts: AccountSettings = AccountSettings()
+    load: LoadSettings = LoadSettings()
     # The first admin's password (ASSISTANT_ADMIN_PASSWORD). Unset: one is generated and
     # printed once, on first start only.
     admin_password: SecretStr | None = None

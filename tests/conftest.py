@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
 
 from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator
@@ -139,6 +141,23 @@ def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None
             return
         time.sleep(0.25)
     pytest.fail(f"timed out after {seconds}s waiting for {what}")
+
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway database on the machine's PostgreSQL, dropped after the test."""
+    ensure_postgres()
+    name = f"assistant_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def ensure_postgres() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from assistant.access import AccessService
@@ -23,7 +22,6 @@ from assistant.db import make_engine, make_session_factory
 from assistant.errors import ConfigurationError, InvalidInput, NotFound
 from assistant.passwords import hash_password, verify_password
 from assistant.settings import Settings, load_settings
-from tests.conftest import ensure_postgres
 
 PASSWORD = "correct horse battery staple"
 
@@ -360,39 +358,29 @@ def test_the_operator_acts_as_the_os_user() -> None:
     assert Principal(3, "alice", "staff").actor == "user:alice"
 
 
-def test_access_and_throttling_on_postgresql(tmp_path: Path, clock: Clock) -> None:
-    ensure_postgres()
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    admin = admin.execution_options(isolation_level="AUTOCOMMIT")
-    name = f"assistant_accounts_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        settings = load_settings(data_dir=tmp_path / "var", database_url=url)
-        sessions = open_sessions(settings)
-        access = AccessService(sessions, settings)
-        accounts = AccountService(sessions, settings, clock=clock, memberships=access)
-        access.create_group("legal")
-        access.create_collection("contracts", readers=["legal"])
-        alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
-        with pytest.raises(InvalidInput, match="already exists"):
-            accounts.add_user("alice", PASSWORD, "staff")
-        assert access.readable_collections(alice) == ["contracts"]
-        access.delete_group("legal")
-        assert access.readable_collections(alice) == []
-        for _ in range(5):
-            with pytest.raises(InvalidCredentials):
-                accounts.authenticate("alice", "wrong password!")
-        with pytest.raises(LoginThrottled):
-            accounts.authenticate("alice", PASSWORD)
-        token = accounts.issue_token("alice", "ci")
-        assert accounts.principal_for_token(token) == alice
-        sessions.kw["bind"].dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+def test_access_and_throttling_on_postgresql(
+    tmp_path: Path, clock: Clock, postgres_url: str
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "var", database_url=postgres_url)
+    sessions = open_sessions(settings)
+    access = AccessService(sessions, settings)
+    accounts = AccountService(sessions, settings, clock=clock, memberships=access)
+    access.create_group("legal")
+    access.create_collection("contracts", readers=["legal"])
+    alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
+    with pytest.raises(InvalidInput, match="already exists"):
+        accounts.add_user("alice", PASSWORD, "staff")
+    assert access.readable_collections(alice) == ["contracts"]
+    access.delete_group("legal")
+    assert access.readable_collections(alice) == []
+    for _ in range(5):
+        with pytest.raises(InvalidCredentials):
+            accounts.authenticate("alice", "wrong password!")
+    with pytest.raises(LoginThrottled):
+        accounts.authenticate("alice", PASSWORD)
+    token = accounts.issue_token("alice", "ci")
+    assert accounts.principal_for_token(token) == alice
+    sessions.kw["bind"].dispose()
 
 
 # -- CLI ------------------------------------------------------------------------------------

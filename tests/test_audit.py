@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 import assistant.audit as audit_module
@@ -33,7 +32,6 @@ from assistant.cli import main
 from assistant.db import make_engine, make_session_factory
 from assistant.errors import AuditError
 from assistant.settings import Settings, load_settings
-from tests.conftest import ensure_postgres
 
 COLUMNS = "created_at, actor_id, actor_role, action, request_id, client, details, prev_hash, hash"
 
@@ -592,21 +590,6 @@ def test_cli_export_bad_input(settings: Settings, args: tuple[str, ...]) -> None
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throwaway database on the machine's PostgreSQL, dropped after the test."""
-    ensure_postgres()
-    name = f"assistant_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_concurrent_appends_and_tampering_on_postgresql(tmp_path: Path, postgres_url: str) -> None:

@@ -8,12 +8,7 @@
   const body = document.getElementById("batch-body");
   const INTERVAL_MS = 2000;
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+  const el = DocumentRows.el;
 
   function report(doc) {
     const r = doc.report;
@@ -26,21 +21,13 @@
   }
 
   function row(doc) {
-    const tr = el("tr");
-    tr.dataset.id = doc.id;
-    tr.dataset.status = doc.status;
-    const name = el("td", "filename");
-    if (doc.status === "indexed") {
-      const link = el("a", null, doc.filename);
-      link.href = box.dataset.source.replace("DOC", encodeURIComponent(doc.id));
-      name.append(link);
-    } else {
-      name.textContent = doc.filename;
-    }
-    const status = el("td");
-    status.append(el("span", "status status-" + doc.status, doc.status));
-    if (doc.error) status.append(el("div", "reason", doc.error));
-    tr.append(name, el("td", null, doc.version), status, el("td", "muted small", report(doc)));
+    const tr = DocumentRows.startRow(doc);
+    tr.append(
+      DocumentRows.nameCell(doc, box.dataset.source),
+      el("td", null, doc.version),
+      DocumentRows.statusCell(doc),
+      el("td", "muted small", report(doc)),
+    );
     return tr;
   }
 

@@ -9,12 +9,7 @@
   const PENDING = new Set(["queued", "parsing", "embedding"]);
   const INTERVAL_MS = 2000;
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+  const el = DocumentRows.el;
 
   function size(bytes) {
     if (bytes < 1024) return bytes + " bytes";
@@ -28,20 +23,9 @@
   }
 
   function row(doc) {
-    const tr = el("tr");
-    tr.dataset.id = doc.id;
-    tr.dataset.status = doc.status;
-    const name = el("td", "filename");
-    if (doc.status === "indexed") {
-      const link = el("a", null, doc.filename);
-      link.href = table.dataset.source.replace("DOC", encodeURIComponent(doc.id));
-      name.append(link);
-    } else {
-      name.textContent = doc.filename;
-    }
-    const status = el("td");
-    status.append(el("span", "status status-" + doc.status, doc.status));
-    if (doc.error) status.append(el("div", "reason", doc.error));
+    const tr = DocumentRows.startRow(doc);
+    const name = DocumentRows.nameCell(doc, table.dataset.source);
+    const status = DocumentRows.statusCell(doc);
     const actions = el("td", "nowrap");
     const download = el("a", "button link", "Download");
     download.href = table.dataset.download.replace("DOC", encodeURIComponent(doc.id));
