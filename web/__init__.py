@@ -59,8 +59,14 @@ def create_app(
 
     from web import admin, ask, audit, batches, documents, health, sources
     from web.auth import init_auth
+    from web.limits import init_limits
+    from web.metrics import init_metrics
+    from web.security import init_security
 
+    init_security(app)
     init_auth(app)
+    init_limits(app, settings.load)
+    init_metrics(app)
     app.register_blueprint(ask.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(audit.bp)

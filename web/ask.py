@@ -1,19 +1,34 @@
-"""The Ask page and `POST /api/ask`, which streams the answer as Server-Sent Events."""
+"""The Ask page and `POST /api/ask`, which streams the answer as Server-Sent Events.
+
+Every question is audited: answered or declined (`question`), refused before it is answered
+(`question.refused`: bad input, the per-user rate limit (429) or no capacity (503)), or
+failed on the way (`question.failed`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    stream_with_context,
+)
 
 from assistant.answering import validate_question
 from assistant.documents import Scope
 from assistant.errors import AssistantError, AuditError, InvalidInput
 from assistant.services import Services
-from web.auth import audit, scope
+from web.auth import audit, principal, scope
+from web.limits import Lease, Refused, load_control
+from web.metrics import Metrics, metrics
 from web.state import services
 
 logger = logging.getLogger(__name__)
@@ -26,45 +41,117 @@ def page() -> str:
 
 
 @bp.post("/api/ask")
-def ask() -> Response:
-    # Everything is checked before the stream starts, so bad input gets a plain 400 JSON error.
-    if not request.is_json:
-        raise InvalidInput('send the question as JSON: {"question": "..."}')
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput('the request body is not a JSON object like {"question": "..."}')
-    question = body.get("question")
-    if not isinstance(question, str):
-        raise InvalidInput('"question" must be a string')
-    question = validate_question(question, current_app.config["ASSISTANT_MAX_QUESTION_CHARS"])
-    return Response(
-        stream_with_context(_events(services(), question, scope())),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+def ask() -> Response | tuple[Response, int]:
+    arrived = time.monotonic()
+    question = _question()
+    collections = scope()
+    control = load_control()
+    try:
+        control.rate.check(principal().actor)
+        lease = control.slots.acquire()
+    except Refused as exc:
+        return _refused(question, exc)
+    try:
+        events = _events(services(), metrics(), question, collections, lease, arrived)
+        response = Response(
+            stream_with_context(events),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    except BaseException:
+        lease.release()
+        raise
+    # The slot is freed when the stream ends, and also if it is closed before it started.
+    response.call_on_close(lease.release)
+    return response
+
+
+def _question() -> str:
+    """The question from the JSON body. Checked before the stream starts, so bad input gets
+    a plain 400 JSON error; it is audited as refused."""
+    body = request.get_json(silent=True) if request.is_json else None
+    raw = body.get("question") if isinstance(body, dict) else None
+    try:
+        if not request.is_json:
+            raise InvalidInput('send the question as JSON: {"question": "..."}')
+        if not isinstance(body, dict):
+            raise InvalidInput('the request body is not a JSON object like {"question": "..."}')
+        if not isinstance(raw, str):
+            raise InvalidInput('"question" must be a string')
+        return validate_question(raw, current_app.config["ASSISTANT_MAX_QUESTION_CHARS"])
+    except InvalidInput as exc:
+        metrics().question("refused", "invalid")
+        limit = current_app.config["ASSISTANT_MAX_QUESTION_CHARS"]
+        shown = raw[:limit] if isinstance(raw, str) else None
+        audit("question.refused", {"reason": "invalid", "error": str(exc), "question": shown})
+        raise
+
+
+def _refused(question: str, exc: Refused) -> tuple[Response, int]:
+    metrics().question("refused", exc.reason)
+    details = {"reason": exc.reason, "status": exc.status, "retry_after": exc.retry_after}
+    audit("question.refused", {**details, "question": question})
+    response = jsonify(error=str(exc), reason=exc.reason, retry_after=exc.retry_after)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response, exc.status
 
 
 def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _events(services: Services, question: str, collections: Scope) -> Iterator[str]:
+def _events(
+    services: Services,
+    collected: Metrics,
+    question: str,
+    collections: Scope,
+    lease: Lease,
+    arrived: float,
+) -> Iterator[str]:
     """Fail closed: the answer is sent only once its audit record is written, so the
     generated text is held back until then (answers are a short copied span)."""
     answerer = services.answerer
+    outcome, reason, first_event = "failed", "error", None
     try:
         yield sse("status", {"text": "searching your documents"})
         answer = answerer.ask(question, collections)
         audit("question", answerer.audit_details(answer, collections))
+        if answer.declined:
+            outcome, reason = "declined", answer.decline_reason or "none"
+        else:
+            outcome, reason = "answered", "none"
+        first_event = time.monotonic() - arrived
         yield sse("answer", answer.to_dict())
     except InvalidInput as exc:
+        reason = "invalid"
+        _audit_failure(question, str(exc))
         yield sse("error", {"error": str(exc)})
     except AuditError as exc:
+        reason = "audit"
         logger.error("audit write failed; answer withheld: %s", exc)
         yield sse("error", {"error": "the answer was withheld: the audit log could not be written"})
     except AssistantError as exc:
         logger.error("answering failed: %s: %s", type(exc).__name__, exc)
+        _audit_failure(question, type(exc).__name__)
         yield sse("error", {"error": "the assistant could not answer; see the server log"})
+    except GeneratorExit:
+        if outcome == "failed":  # the client went away before its answer was ready
+            reason = "disconnected"
+            _audit_failure(question, "the client disconnected")
+        raise
     except Exception:
         logger.exception("answering failed")
+        _audit_failure(question, "unexpected error")
         yield sse("error", {"error": "the assistant could not answer; see the server log"})
+    finally:
+        lease.release()
+        collected.question(outcome, reason)
+        collected.timings(lease.waited_seconds, first_event, time.monotonic() - arrived)
+
+
+def _audit_failure(question: str, error: str) -> None:
+    """Record a question that got no answer; never raises (the stream is already open)."""
+    try:
+        audit("question.failed", {"question": question, "error": error})
+    except AuditError as exc:
+        logger.error("could not audit a failed question: %s", exc)

@@ -36,7 +36,14 @@ from web.state import services
 bp = Blueprint("auth", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-PUBLIC_ENDPOINTS = {"auth.login", "auth.login_form", "health.healthz", "static"}
+PUBLIC_ENDPOINTS = {
+    "auth.login",
+    "auth.login_form",
+    "health.healthz",
+    "health.readyz",
+    "metrics.metrics",  # the view itself admits admins and local scrapers only
+    "static",
+}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"

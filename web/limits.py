@@ -10,6 +10,7 @@ import math
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app
@@ -95,14 +96,15 @@ class AnswerSlots:
 class RateLimiter:
     """A sliding window of the last minute's questions, per user (in memory, per process)."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
+        self.clock = clock
         self._asked: defaultdict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
     def check(self, user: str) -> None:
         """Count one question by `user`, or raise Refused(429) if the window is full."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             asked = self._asked[user]
             while asked and asked[0] <= now - WINDOW_SECONDS:
