@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Reverse proxies in front of the web server (nginx: 1). Their X-Forwarded-For and
+    # X-Forwarded-Proto are then trusted, so audit records show the real client address.
+    trusted_proxies: int = Field(0, ge=0, le=5)
     embedding_model_path: Path | None = None
     embedding_batch_size: int = Field(32, ge=1)
     # The default is the fastest backend measured on 2 cores, with no loss of retrieval

@@ -390,3 +390,17 @@ def test_no_answer_is_returned_when_the_audit_write_fails(
     assert "answer" not in events
     assert "withheld" in events["error"]["error"]
     assert "PINEAPPLE" not in response.get_data(as_text=True)
+
+
+def test_the_client_address_comes_from_a_trusted_proxy_only(
+    fake_services: Services, library: dict[str, Any]
+) -> None:
+    forwarded = {"X-Forwarded-For": "10.1.2.3"}
+    login = {"username": "alice", "password": PASSWORD}
+    direct = create_app(services=fake_services, task_sender=NoQueue()).test_client()
+    direct.post("/login", data=login, headers=forwarded)
+    behind_nginx = fake_services.settings.model_copy(update={"trusted_proxies": 1})
+    proxied = create_app(behind_nginx, fake_services, NoQueue()).test_client()
+    proxied.post("/login", data=login, headers=forwarded)
+    clients = [r["client"] for r in fake_services.audit_log.search(action="login")]
+    assert clients == ["10.1.2.3", "127.0.0.1"]  # newest first; a forged header is ignored

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings
@@ -53,6 +54,9 @@ def create_app(
         ASSISTANT_ACCOUNTS=settings.accounts,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies:
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.extensions[EXTENSION] = WebState(services=services, tasks=task_sender)
     app.jinja_env.filters["size"] = human_size
     app.jinja_env.filters["when"] = short_time
