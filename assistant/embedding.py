@@ -4,8 +4,8 @@ Backends (the `embedding_backend` setting; figures in docs/benchmarks.md, "Issue
 - "torch": sentence-transformers on PyTorch, fp32.
 - "onnx" / "onnx-int8": the model exported once to ONNX (fp32), optionally with its MatMul
   weights quantized to int8 (dynamic, per channel), run by ONNX Runtime.
-- "openvino" / "openvino-bf16": the same ONNX file run by OpenVINO in fp32 or bfloat16
-  (bfloat16 needs a CPU with AVX512-BF16 or AMX; elsewhere OpenVINO computes in fp32).
+OpenVINO was measured too and is left out: importing it starts OpenVINO's telemetry, which
+sends usage data to Google Analytics by default (tests/test_offline.py caught the lookup).
 
 The export happens offline, from the model's own files, into `<data_dir>/models`, and is
 reused by every later process. Vectors of different backends are close but not identical,
@@ -258,31 +258,6 @@ def _onnxruntime_runner(model_dir: Path, path: Path, threads: int) -> ExportedRu
     return ExportedRunner(model_dir, lambda feed: session.run(None, feed)[0], names)
 
 
-def _openvino_runner(model_dir: Path, path: Path, threads: int, bf16: bool) -> ExportedRunner:
-    import openvino
-
-    core = openvino.Core()  # reads the ONNX file itself; no conversion tool, no telemetry
-    if bf16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        logger.warning("this CPU has no bfloat16 support: OpenVINO computes in fp32")
-        bf16 = False
-    compiled = core.compile_model(
-        core.read_model(str(path)),
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
-        },
-    )
-    names = {i.get_any_name() for i in compiled.inputs}
-
-    def infer(feed: dict[str, np.ndarray]) -> np.ndarray:
-        # One request per call: a request is not thread-safe, the compiled model is.
-        return np.array(compiled.create_infer_request().infer(feed)[0])
-
-    return ExportedRunner(model_dir, infer, names)
-
-
 Runner = TorchRunner | ExportedRunner
 
 
@@ -295,8 +270,6 @@ def load_runner(model_dir: Path, backend: str, models_dir: Path, threads: int) -
     path = exported_model(model_dir, models_dir, int8=backend == "onnx-int8")
     if backend in ("onnx", "onnx-int8"):
         return _onnxruntime_runner(model_dir, path, threads)
-    if backend in ("openvino", "openvino-bf16"):
-        return _openvino_runner(model_dir, path, threads, bf16=backend == "openvino-bf16")
     raise ConfigurationError(f"unknown embedding backend {backend!r}")
 
 

@@ -35,9 +35,17 @@ REDIS_START = [
 ADMIN_PASSWORD = "test admin password 1"
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One assembled GGUF and one exported embedding model for the whole test run."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "var", admin_password=ADMIN_PASSWORD)
+def settings(tmp_path: Path, model_cache: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "var", admin_password=ADMIN_PASSWORD, model_cache_dir=model_cache
+    )
 
 
 def sign_in(client: FlaskClient, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
@@ -104,6 +112,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
 
     def start(settings: Settings) -> subprocess.Popen[bytes]:
         env = {**os.environ, "ASSISTANT_DATA_DIR": str(settings.resolved_data_dir)}
+        if settings.model_cache_dir:
+            env["ASSISTANT_MODEL_CACHE_DIR"] = str(settings.model_cache_dir)
         if settings.broker_url:
             env["ASSISTANT_BROKER_URL"] = settings.broker_url
         log = tmp_path / f"worker-{len(started)}.log"

@@ -70,6 +70,7 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
         **os.environ,
         "ASSISTANT_DATA_DIR": str(settings.resolved_data_dir),
         "ASSISTANT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "ASSISTANT_MODEL_CACHE_DIR": str(settings.models_dir),
         # The UI is under test here, not the abstention threshold: the model's "unknown"
         # margin on QUESTION sits near the default -1.0 and moves with the llama.cpp build.
         "ASSISTANT_GROUNDING__MAX_ABSTAIN_MARGIN": "0",

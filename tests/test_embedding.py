@@ -12,7 +12,7 @@ from assistant.embedding import SentenceTransformerEmbedder
 from assistant.errors import ConfigurationError
 from assistant.settings import EmbeddingBackend, load_settings
 
-EXPORTED: list[EmbeddingBackend] = ["onnx", "onnx-int8", "openvino", "openvino-bf16"]
+EXPORTED: list[EmbeddingBackend] = ["onnx", "onnx-int8"]
 SENTENCES = [
     "The cat sat on the mat.",
     "A kitten is sleeping on the rug.",
@@ -98,7 +98,7 @@ def test_failed_export_leaves_no_file(tmp_path: Path) -> None:
 
 
 def test_backend_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings(data_dir=tmp_path).embedding_backend == "openvino-bf16"
+    assert load_settings(data_dir=tmp_path).embedding_backend == "onnx-int8"
     monkeypatch.setenv("ASSISTANT_EMBEDDING_BACKEND", "torch")
     assert load_settings(data_dir=tmp_path).embedding_backend == "torch"
     monkeypatch.setenv("ASSISTANT_EMBEDDING_BACKEND", "tensorflow")
