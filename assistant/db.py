@@ -56,6 +56,9 @@ class Document(Base):
     current: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     supersedes: Mapped[str | None] = mapped_column(String(32), default=None)
     batch_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    # The worker process ("<host>:<pid>") processing it, and since when.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     # Per-file parse report: pages, characters, pages OCR'd, tables, warnings (JSON).
     report: Mapped[str | None] = mapped_column(Text, default=None)
     status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.QUEUED, index=True)

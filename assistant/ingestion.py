@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlalchemy.orm import sessionmaker
@@ -19,10 +22,28 @@ from assistant.formats.document import ParsedDocument
 from assistant.index_check import check_index_settings, index_settings
 from assistant.keyword_index import KeywordIndex
 from assistant.sandbox import parse_isolated
-from assistant.settings import Settings
+from assistant.settings import TASK_TIME_LIMIT, Settings
 from assistant.vectorstore import ChromaStore
 
 logger = logging.getLogger(__name__)
+# Who holds a document while it is processed: "<host>:<pid>" of the worker process.
+HOLDER_PREFIX = f"{socket.gethostname()[:40]}:"
+
+
+def holder_gone(claimed_by: str | None, claimed_at: datetime | None) -> bool:
+    """Whether the worker that claimed a document is gone: on this host, its process no
+    longer exists; on another host, its claim is older than the task time limit."""
+    if not claimed_by or claimed_at is None:
+        return True
+    if claimed_by.startswith(HOLDER_PREFIX):
+        try:
+            os.kill(int(claimed_by.removeprefix(HOLDER_PREFIX)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+    return utcnow() - claimed_at > timedelta(seconds=TASK_TIME_LIMIT)
 
 
 def load(sessions: sessionmaker, document_id: str) -> Document:
@@ -93,9 +114,11 @@ class Ingestion:
         return self._finish(document_id, attempt, job_id, None)
 
     def _claim(self, document_id: str, force: bool) -> Document | None:
-        """Move the document to parsing and count the attempt. A document found parsing or
-        embedding was left there by a worker that died; after `max_attempts` such deaths
-        it is failed instead (a poison file must not kill workers forever)."""
+        # None: not ours to process (another worker holds or moved it).
+        """Move the document to parsing and count the attempt, recording who holds it. A
+        document found parsing or embedding is taken over only when its holder is gone (a
+        worker that died); after `max_attempts` such deaths it is failed instead (a poison
+        file must not kill workers forever). A live holder keeps it."""
         with self.sessions() as session:
             document = session.get(Document, document_id)
             if document is None:
@@ -105,9 +128,16 @@ class Ingestion:
             return document
         if not document.current:
             raise InvalidInput(f"document {document_id} is an older version; it is not indexed")
-        values: dict[str, object] = {"status": DocumentStatus.PARSING, "error": None}
-        values["attempts"] = 1 if force else attempts + 1
         died = status in (DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
+        if died and not holder_gone(document.claimed_by, document.claimed_at):
+            return None  # another worker is processing it right now
+        values: dict[str, object] = {
+            "status": DocumentStatus.PARSING,
+            "error": None,
+            "attempts": 1 if force else attempts + 1,
+            "claimed_by": HOLDER_PREFIX + str(os.getpid()),
+            "claimed_at": utcnow(),
+        }
         if died and attempts >= self.settings.limits.max_attempts:
             values = {
                 "status": DocumentStatus.FAILED,

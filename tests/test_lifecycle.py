@@ -5,16 +5,19 @@ test here; tests/test_ingestion.py runs the real model)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 
 import pytest
 from sqlalchemy import update
 
-from assistant.db import Document, DocumentStatus
+from assistant.db import Document, DocumentStatus, utcnow
 from assistant.embedding import HashingEmbedder
 from assistant.errors import DuplicateDocument, InvalidInput
 from assistant.generation import ExtractiveFakeGenerator
 from assistant.index_check import index_settings
+from assistant.ingestion import HOLDER_PREFIX
 from assistant.services import Services, build_services
 from assistant.settings import Settings
 
@@ -157,3 +160,23 @@ def test_index_check_finds_and_repairs_drift(fake_services: Services) -> None:
     assert (report.missing_vectors, report.extra_keywords, report.repaired) == (1, 1, True)
     assert fake_services.index.verify().consistent
     assert any("120 euros" in t for t in searchable_texts(fake_services, "hotel refund"))
+
+
+def test_a_live_worker_keeps_its_document_and_a_dead_one_loses_it(fake_services: Services) -> None:
+    documents = fake_services.documents
+    document = documents.add("policy.md", POLICY_V1)
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    for holder, expected in [(os.getpid(), DocumentStatus.PARSING), (dead_pid.pid, "indexed")]:
+        with fake_services.sessions.begin() as session:
+            session.execute(
+                update(Document)
+                .where(Document.id == document.id)
+                .values(
+                    status=DocumentStatus.PARSING,
+                    attempts=1,
+                    claimed_by=HOLDER_PREFIX + str(holder),
+                    claimed_at=utcnow(),
+                )
+            )
+        assert documents.ingest(document.id).status == expected
