@@ -37,8 +37,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	touch $(VENV)/.installed $@
 
 # Debian packages, installed only when missing: Chromium drives the browser tests (Playwright's
-# own browser download needs the internet); Tesseract OCRs scanned PDF pages (via pytesseract).
-SYSTEM_PACKAGES := chromium tesseract-ocr tesseract-ocr-eng
+# own browser download needs the internet); Tesseract OCRs scanned PDF pages (via pytesseract);
+# sqlite3 makes the online database copy in deploy/backup.sh.
+SYSTEM_PACKAGES := chromium tesseract-ocr tesseract-ocr-eng sqlite3
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

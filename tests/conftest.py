@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
@@ -21,6 +22,7 @@ from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings
 from tests.documents import sample_files
+from web import create_app
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # The documented way this machine starts its Redis (see README, "Test").
@@ -46,6 +48,37 @@ def settings(tmp_path: Path, model_cache: Path) -> Settings:
     return load_settings(
         data_dir=tmp_path / "var", admin_password=ADMIN_PASSWORD, model_cache_dir=model_cache
     )
+
+
+class RecordingQueue:
+    """Stands in for the broker: records which documents were sent for ingestion."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_ingest(self, document_id: str) -> None:
+        self.sent.append(document_id)
+
+
+@pytest.fixture
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture
+def app(fake_services: Services, queue: RecordingQueue) -> Flask:
+    """The web app over the fast fake services; the queue records what it was sent."""
+    app = create_app(services=fake_services, task_sender=queue)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client signed in as the first admin."""
+    client = app.test_client()
+    sign_in(client)
+    return client
 
 
 def sign_in(client: FlaskClient, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:

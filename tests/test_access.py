@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from assistant.accounts import Principal
 from assistant.services import Services
-from tests.conftest import sign_in
+from tests.conftest import RecordingQueue, sign_in
 from web import create_app
 
 PASSWORD = "a staff password 12"
@@ -39,11 +39,6 @@ USERS = {
 }
 
 
-class NoQueue:
-    def send_ingest(self, document_id: str) -> None:
-        pass
-
-
 @pytest.fixture
 def library(fake_services: Services) -> dict[str, Any]:
     """Groups, collections, users and one indexed document per collection."""
@@ -63,7 +58,7 @@ def library(fake_services: Services) -> dict[str, Any]:
 
 @pytest.fixture
 def app(fake_services: Services, library: dict[str, Any]) -> Flask:
-    app = create_app(services=fake_services, task_sender=NoQueue())
+    app = create_app(services=fake_services, task_sender=RecordingQueue())
     app.config["TESTING"] = True
     return app
 
@@ -397,10 +392,10 @@ def test_the_client_address_comes_from_a_trusted_proxy_only(
 ) -> None:
     forwarded = {"X-Forwarded-For": "10.1.2.3"}
     login = {"username": "alice", "password": PASSWORD}
-    direct = create_app(services=fake_services, task_sender=NoQueue()).test_client()
+    direct = create_app(services=fake_services, task_sender=RecordingQueue()).test_client()
     direct.post("/login", data=login, headers=forwarded)
     behind_nginx = fake_services.settings.model_copy(update={"trusted_proxies": 1})
-    proxied = create_app(behind_nginx, fake_services, NoQueue()).test_client()
+    proxied = create_app(behind_nginx, fake_services, RecordingQueue()).test_client()
     proxied.post("/login", data=login, headers=forwarded)
     clients = [r["client"] for r in fake_services.audit_log.search(action="login")]
     assert clients == ["10.1.2.3", "127.0.0.1"]  # newest first; a forged header is ignored

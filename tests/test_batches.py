@@ -10,27 +10,12 @@ import stat
 import zipfile
 from typing import Any
 
-import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from assistant.services import Services
-from tests.conftest import sign_in
-from tests.test_web import GUIDE, RecordingQueue, ingest_sent, upload
+from tests.conftest import RecordingQueue, sign_in
+from tests.test_web import GUIDE, ingest_sent, upload
 from web import create_app
-
-
-@pytest.fixture
-def queue() -> RecordingQueue:
-    return RecordingQueue()
-
-
-@pytest.fixture
-def client(fake_services: Services, queue: RecordingQueue) -> FlaskClient:
-    app: Flask = create_app(services=fake_services, task_sender=queue)
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def archive(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:

@@ -23,7 +23,7 @@ from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator, Prompt
 from assistant.services import Services, build_services
 from assistant.settings import GeneratorSettings, LoadSettings, Settings
-from tests.conftest import sign_in, wait_until
+from tests.conftest import RecordingQueue, sign_in, wait_until
 from web import create_app
 from web.limits import EXTENSION, AnswerSlots, LoadControl, RateLimiter, Refused
 
@@ -33,11 +33,6 @@ GUIDE = (
 )
 QUESTION = "How much are hotel costs refunded per night?"
 STAFF_PASSWORD = "a staff password 12"
-
-
-class NoQueue:
-    def send_ingest(self, document_id: str) -> None:
-        pass
 
 
 class GatedGenerator(ExtractiveFakeGenerator):
@@ -61,7 +56,7 @@ def make_app(settings: Settings, load: LoadSettings, generator: Any = None) -> F
     )
     document = services.documents.add("guide.md", GUIDE)
     services.documents.ingest(document.id)
-    app = create_app(services=services, task_sender=NoQueue())
+    app = create_app(services=services, task_sender=RecordingQueue())
     app.config["TESTING"] = True
     return app
 
@@ -336,7 +331,7 @@ def readyz(app: Flask) -> tuple[int, dict[str, str]]:
 
 
 def test_readyz_is_ok_when_every_part_answers(fake_services: Services) -> None:
-    app = create_app(services=fake_services, task_sender=NoQueue())
+    app = create_app(services=fake_services, task_sender=RecordingQueue())
     assert readyz(app) == (200, READY)
     healthz = app.test_client().get("/healthz")
     assert (healthz.status_code, healthz.json) == (200, {"status": "ok"})
@@ -345,7 +340,7 @@ def test_readyz_is_ok_when_every_part_answers(fake_services: Services) -> None:
 def test_readyz_fails_when_the_broker_folder_is_gone(
     fake_services: Services, settings: Settings
 ) -> None:
-    app = create_app(services=fake_services, task_sender=NoQueue())
+    app = create_app(services=fake_services, task_sender=RecordingQueue())
     queue = settings.broker_dir / "queue"
     shutil.rmtree(queue)
     queue.write_text("not a folder")  # as if the volume were mounted wrongly
@@ -358,7 +353,7 @@ def test_readyz_fails_when_the_broker_folder_is_gone(
 def test_readyz_fails_when_the_database_file_is_removed(
     fake_services: Services, settings: Settings
 ) -> None:
-    app = create_app(services=fake_services, task_sender=NoQueue())
+    app = create_app(services=fake_services, task_sender=RecordingQueue())
     assert readyz(app)[0] == 200
     for path in settings.resolved_data_dir.glob("assistant.db*"):
         path.unlink()
@@ -378,7 +373,7 @@ def test_readyz_checks_the_model_file_without_loading_it(
             update={"generator": GeneratorSettings(model_path=model_path)}
         )
         services = build_services(changed, embedder=HashingEmbedder())  # the real LlamaGenerator
-        return create_app(services=services, task_sender=NoQueue())
+        return create_app(services=services, task_sender=RecordingQueue())
 
     status, report = readyz(app_with(missing))
     assert status == 503 and report == {**READY, "model": "error: the model file is missing"}
@@ -393,7 +388,7 @@ def test_readyz_pings_a_redis_broker(settings: Settings, redis_url: str) -> None
             embedder=HashingEmbedder(),
             generator=ExtractiveFakeGenerator(),
         )
-        return create_app(services=services, task_sender=NoQueue())
+        return create_app(services=services, task_sender=RecordingQueue())
 
     assert readyz(app_with(redis_url)) == (200, READY)
     started = time.monotonic()

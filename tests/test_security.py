@@ -18,7 +18,7 @@ from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import GroundingSettings, RetrievalSettings, Settings
-from tests.conftest import sign_in
+from tests.conftest import RecordingQueue, sign_in
 from web import create_app
 from web.security import SECURITY_HEADERS
 
@@ -34,25 +34,6 @@ HOSTILE = {
     "vault.txt": f"The vault code is {MARKDOWN_IMAGE} {HTML_IMAGE} {SCRIPT}\n",
     "parking.txt": f"Parking permits come from {HTML_IMAGE} the desk {SCRIPT} in May.\n",
 }
-
-
-class NoQueue:
-    def send_ingest(self, document_id: str) -> None:
-        pass
-
-
-@pytest.fixture
-def app(fake_services: Services) -> Flask:
-    app = create_app(services=fake_services, task_sender=NoQueue())
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def csp_directives(response: Any) -> dict[str, list[str]]:
@@ -175,7 +156,7 @@ def hostile(settings: Settings) -> tuple[FlaskClient, Services, dict[str, Any]]:
     for name, body in HOSTILE.items():
         added = services.documents.add(name, body.encode())
         documents[name] = services.documents.ingest(added.id)
-    client = create_app(services=services, task_sender=NoQueue()).test_client()
+    client = create_app(services=services, task_sender=RecordingQueue()).test_client()
     sign_in(client)
     return client, services, documents
 

@@ -18,7 +18,7 @@ from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import ChunkingSettings, LimitSettings, Settings
-from tests.conftest import sign_in
+from tests.conftest import RecordingQueue, sign_in
 from web import create_app
 from web.tasks import TaskSender
 
@@ -28,35 +28,6 @@ GUIDE = (
     b"## Expenses\n\n"
     b"Hotel costs are refunded up to 140 euros per night. Receipts are kept for seven years.\n"
 )
-
-
-class RecordingQueue:
-    """Stands in for the broker: records which documents were sent for ingestion."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send_ingest(self, document_id: str) -> None:
-        self.sent.append(document_id)
-
-
-@pytest.fixture
-def queue() -> RecordingQueue:
-    return RecordingQueue()
-
-
-@pytest.fixture
-def app(fake_services: Services, queue: RecordingQueue) -> Flask:
-    app = create_app(services=fake_services, task_sender=queue)
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def upload(client: FlaskClient, *files: tuple[str, bytes], url: str = "/api/documents") -> Any:
