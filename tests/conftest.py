@@ -3,6 +3,7 @@ temporary directory, real worker processes. The fakes serve fast tests of logic 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -124,7 +125,25 @@ def redis_url() -> str:
             if time.monotonic() > deadline:
                 pytest.fail("Redis did not start on 127.0.0.1:6379")
             time.sleep(0.2)
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{_claim_redis_database()}"
+
+
+def _claim_redis_database() -> int:
+    """A Redis database (1–15) of this test run's own, held by a lock file until the run
+    ends, so two runs on one machine (a developer's and CI's) never share a queue."""
+    for number in range(15, 0, -1):
+        lock = open(f"/tmp/assistant-tests-redis-{number}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        _HELD_LOCKS.append(lock)  # released when this process exits
+        return number
+    pytest.fail("all Redis test databases 1–15 are in use by other test runs")
+
+
+_HELD_LOCKS: list[object] = []
 
 
 def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], seconds: float) -> None:
