@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import sessionmaker
 
 from assistant.chunking import chunk_document
@@ -46,6 +48,15 @@ def holder_gone(claimed_by: str | None, claimed_at: datetime | None) -> bool:
     return utcnow() - claimed_at > timedelta(seconds=TASK_TIME_LIMIT)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A document this worker moved to parsing, with its attempt number and job record."""
+
+    document: Document
+    attempt: int
+    job_id: int
+
+
 def load(sessions: sessionmaker, document_id: str) -> Document:
     with sessions() as session:
         document = session.get(Document, document_id)
@@ -71,47 +82,58 @@ class Ingestion:
 
     def run(self, document_id: str, force: bool = False) -> Document:
         """Parse, chunk, embed and index one document: queued → parsing → embedding →
-        indexed, or failed with a reason. Each step is a compare-and-set on (status,
-        attempt), so a worker that lost the document to another attempt stops quietly.
-        Idempotent: chunk ids are deterministic and every write is an upsert. An indexed
-        or failed document is left alone unless `force` (a re-ingest or a retry).
-        A DocumentError fails the document; other errors propagate for a retry."""
-        claimed = self._claim(document_id, force)
-        if claimed is None or claimed.status != DocumentStatus.PARSING:
-            return claimed or load(self.sessions, document_id)
-        document, attempt, job_id = claimed, claimed.attempts, self._job(claimed)
+        indexed, or failed with a reason. A first attempt at a queued document also takes
+        other queued documents (up to `ingest_group_documents` and `ingest_group_bytes`)
+        and indexes them together: one embedding call, one index write and one commit per
+        step for the group. A re-ingest or a document whose worker died goes alone, so a
+        poison file is soon isolated. Each step is a compare-and-set on (status, attempt),
+        so a worker that lost a document to another attempt leaves it alone. Idempotent:
+        chunk ids are deterministic and every write is an upsert. A DocumentError fails its
+        document; other errors put the group back in the queue and propagate for a retry."""
+        lead = self._claim(document_id, force)
+        if lead is None or lead.status != DocumentStatus.PARSING:
+            return lead or load(self.sessions, document_id)
+        group = [lead]
+        if not force and lead.attempts == 1:
+            group += self._claim_queued(lead)
+        claims = self._jobs(group)
         try:
-            data = (self.settings.originals_dir / document_id).read_bytes()
+            self._process(claims)
+        except Exception:
+            self._release(claims)
+            raise
+        return load(self.sessions, document_id)
+
+    def _process(self, claims: list[Claim]) -> None:
+        try:
             check_index_settings(
                 self.sessions, index_settings(self.embedder.name, self.settings.chunking)
             )
-            parsed = parse_isolated(
-                data, document.extension, self.settings.limits, self.settings.scratch_dir
-            )
-            if not self._step(
-                document_id, attempt, DocumentStatus.PARSING, DocumentStatus.EMBEDDING
-            ):
-                return load(self.sessions, document_id)
-            chunks = self._chunks(document, parsed)
-            self._index(document, chunks)
-        except FileNotFoundError:
-            return self._finish(document_id, attempt, job_id, "the stored original is missing")
         except DocumentError as exc:
-            return self._finish(document_id, attempt, job_id, str(exc))
-        with self.sessions.begin() as session:
-            session.execute(delete(Chunk).where(Chunk.document_id == document_id))
-            session.add_all(chunks)
-            session.execute(
-                update(Document)
-                .where(Document.id == document_id)
-                .values(
-                    text=parsed.text,
-                    page_count=parsed.page_count,
-                    chunk_count=len(chunks),
-                    report=json.dumps(parsed.report),
-                )
-            )
-        return self._finish(document_id, attempt, job_id, None)
+            self._finish([(claim, str(exc)) for claim in claims])
+            return
+        parsed: list[tuple[Claim, ParsedDocument]] = []
+        failed: list[tuple[Claim, str]] = []
+        for claim in claims:
+            try:
+                data = (self.settings.originals_dir / claim.document.id).read_bytes()
+                limits, scratch = self.settings.limits, self.settings.scratch_dir
+                document = parse_isolated(data, claim.document.extension, limits, scratch)
+                parsed.append((claim, document))
+            except FileNotFoundError:
+                failed.append((claim, "the stored original is missing"))
+            except DocumentError as exc:
+                failed.append((claim, str(exc)))
+        self._finish(failed)
+        ready = self._start_embedding(parsed)
+        pieces: list[tuple[Claim, ParsedDocument, list[Chunk]]] = []
+        for claim, document in ready:
+            try:
+                pieces.append((claim, document, self._chunks(claim.document, document)))
+            except DocumentError as exc:
+                self._finish([(claim, str(exc))])
+        self._index(pieces)
+        self._finish([(claim, None) for claim, _, _ in pieces], pieces)
 
     def _claim(self, document_id: str, force: bool) -> Document | None:
         # None: not ours to process (another worker holds or moved it).
@@ -158,29 +180,77 @@ class Ingestion:
             return None  # another worker moved it first
         return load(self.sessions, document_id)
 
-    def _job(self, document: Document) -> int:
+    def _claim_queued(self, lead: Document) -> list[Document]:
+        """Move more queued documents (oldest first, within the group's size limits) to
+        parsing for this worker. Each move is a compare-and-set on the queued status."""
+        room = self.settings.ingest_group_bytes - lead.size_bytes
+        with self.sessions() as session:
+            candidates = session.execute(
+                select(Document.id, Document.size_bytes)
+                .where(
+                    Document.status == DocumentStatus.QUEUED,
+                    Document.current.is_(True),
+                    Document.id != lead.id,
+                )
+                .order_by(Document.created_at)
+                .limit(self.settings.ingest_group_documents - 1)
+            ).all()
+        picked: list[str] = []
+        for document_id, size in candidates:
+            if size > room:
+                break
+            picked.append(document_id)
+            room -= size
+        if not picked:
+            return []
         with self.sessions.begin() as session:
-            job = IngestJob(
-                document_id=document.id, attempt=document.attempts, status=document.status
-            )
-            session.add(job)
-            session.flush()
-            return job.id
-
-    def _step(self, document_id: str, attempt: int, before: str, after: str) -> bool:
-        with self.sessions.begin() as session:
-            return (
-                session.execute(
+            moved = [
+                document_id
+                for document_id in picked
+                if session.execute(
                     update(Document)
-                    .where(
-                        Document.id == document_id,
-                        Document.status == before,
-                        Document.attempts == attempt,
+                    .where(Document.id == document_id, Document.status == DocumentStatus.QUEUED)
+                    .values(
+                        status=DocumentStatus.PARSING,
+                        error=None,
+                        attempts=Document.attempts + 1,
+                        claimed_by=lead.claimed_by,
+                        claimed_at=utcnow(),
                     )
-                    .values(status=after)
                 ).rowcount
                 == 1
-            )
+            ]
+            return list(session.scalars(select(Document).where(Document.id.in_(moved))))
+
+    def _jobs(self, documents: list[Document]) -> list[Claim]:
+        """One ingest job record per document and attempt, written in one commit."""
+        with self.sessions.begin() as session:
+            jobs = [
+                IngestJob(document_id=d.id, attempt=d.attempts, status=d.status) for d in documents
+            ]
+            session.add_all(jobs)
+            session.flush()
+            return [Claim(d, d.attempts, job.id) for d, job in zip(documents, jobs, strict=True)]
+
+    def _start_embedding(
+        self, parsed: list[tuple[Claim, ParsedDocument]]
+    ) -> list[tuple[Claim, ParsedDocument]]:
+        """Move the parsed documents to embedding; those another worker took are dropped."""
+        with self.sessions.begin() as session:
+            return [
+                (claim, document)
+                for claim, document in parsed
+                if session.execute(
+                    update(Document)
+                    .where(
+                        Document.id == claim.document.id,
+                        Document.status == DocumentStatus.PARSING,
+                        Document.attempts == claim.attempt,
+                    )
+                    .values(status=DocumentStatus.EMBEDDING)
+                ).rowcount
+                == 1
+            ]
 
     def _chunks(self, document: Document, parsed: ParsedDocument) -> list[Chunk]:
         pieces = chunk_document(parsed, self.settings.chunking.size, self.settings.chunking.overlap)
@@ -198,46 +268,95 @@ class Ingestion:
             for piece in pieces
         ]
 
-    def _index(self, document: Document, chunks: list[Chunk]) -> None:
-        """Write both indexes, and clean them of older chunks of this document, together."""
-        vectors = self.embedder.embed([c.text for c in chunks])
-        ids = [c.id for c in chunks]
+    def _index(self, pieces: list[tuple[Claim, ParsedDocument, list[Chunk]]]) -> None:
+        """Write both indexes for the group, and clean them of older chunks of its
+        documents, together. One embedding call for all the group's chunks."""
+        chunks = [chunk for _, _, document_chunks in pieces for chunk in document_chunks]
+        collections = {claim.document.id: claim.document.collection for claim, _, _ in pieces}
+        vectors = self.embedder.embed([c.text for c in chunks]) if chunks else []
         metadatas = [
             {
                 "document_id": c.document_id,
-                "collection": document.collection,
+                "collection": collections[c.document_id],
                 "version": c.version,
                 "page": c.page or 0,
             }
             for c in chunks
         ]
-        self.store.upsert(ids, vectors, metadatas)
-        self.store.delete_document(document.id, keep=ids)
-        self.keywords.upsert((c.id, c.document_id, document.collection, c.text) for c in chunks)
-        self.keywords.delete_document(document.id, keep=ids)
+        self.store.upsert([c.id for c in chunks], vectors, metadatas)
+        self.keywords.upsert(
+            (c.id, c.document_id, collections[c.document_id], c.text) for c in chunks
+        )
+        for claim, _, document_chunks in pieces:
+            keep = [c.id for c in document_chunks]
+            self.store.delete_document(claim.document.id, keep=keep)
+            self.keywords.delete_document(claim.document.id, keep=keep)
 
-    def _finish(self, document_id: str, attempt: int, job_id: int, error: str | None) -> Document:
-        status = DocumentStatus.FAILED if error else DocumentStatus.INDEXED
+    def _finish(
+        self,
+        outcomes: Sequence[tuple[Claim, str | None]],
+        pieces: Sequence[tuple[Claim, ParsedDocument, list[Chunk]]] = (),
+    ) -> None:
+        """Record each document's end (indexed, or failed with the reason), and the chunks
+        and parse report of the indexed ones, in one commit."""
+        if not outcomes:
+            return
+        content = {claim.document.id: (parsed, chunks) for claim, parsed, chunks in pieces}
+        indexed: list[str] = []
         with self.sessions.begin() as session:
-            moved = session.execute(
-                update(Document)
-                .where(
-                    Document.id == document_id,
-                    Document.status.in_((DocumentStatus.PARSING, DocumentStatus.EMBEDDING)),
-                    Document.attempts == attempt,
-                )
-                .values(status=status, error=error)
-            ).rowcount
-            job = session.get(IngestJob, job_id)
-            if job is not None:
-                job.status, job.error, job.finished_at = status, error, utcnow()
-        if moved == 1 and not error:
-            self._supersede(document_id)
-        if error:
-            logger.warning("document %s failed: %s", document_id, error)
-        else:
+            for claim, error in outcomes:
+                document_id = claim.document.id
+                status = DocumentStatus.FAILED if error else DocumentStatus.INDEXED
+                values: dict[str, object] = {"status": status, "error": error}
+                if document_id in content:
+                    parsed, chunks = content[document_id]
+                    values.update(
+                        text=parsed.text,
+                        page_count=parsed.page_count,
+                        chunk_count=len(chunks),
+                        report=json.dumps(parsed.report),
+                    )
+                moved = session.execute(
+                    update(Document)
+                    .where(
+                        Document.id == document_id,
+                        Document.status.in_((DocumentStatus.PARSING, DocumentStatus.EMBEDDING)),
+                        Document.attempts == claim.attempt,
+                    )
+                    .values(**values)
+                ).rowcount
+                if moved == 1 and document_id in content:
+                    session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+                    session.add_all(content[document_id][1])
+                    indexed.append(document_id)
+                job = session.get(IngestJob, claim.job_id)
+                if job is not None:
+                    job.status, job.error, job.finished_at = status, error, utcnow()
+                if error:
+                    logger.warning("document %s failed: %s", document_id, error)
+        for document_id in indexed:
             logger.info("document %s indexed", document_id)
-        return load(self.sessions, document_id)
+            self._supersede(document_id)
+
+    def _release(self, claims: list[Claim]) -> None:
+        """After an unexpected error: put the group's unfinished documents back in the
+        queue, for the task's retry or their own messages. The attempt is not counted: the
+        attempt limit is for workers that die, and the task's retries have their own."""
+        with self.sessions.begin() as session:
+            for claim in claims:
+                session.execute(
+                    update(Document)
+                    .where(
+                        Document.id == claim.document.id,
+                        Document.status.in_((DocumentStatus.PARSING, DocumentStatus.EMBEDDING)),
+                        Document.attempts == claim.attempt,
+                    )
+                    .values(
+                        status=DocumentStatus.QUEUED,
+                        attempts=Document.attempts - 1,
+                        claimed_by=None,
+                    )
+                )
 
     def _supersede(self, document_id: str) -> None:
         """A newly indexed version replaces the one it supersedes in the search indexes.

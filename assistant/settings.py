@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None
     embedding_model_path: Path | None = None
     embedding_batch_size: int = Field(32, ge=1)
+    # A worker that takes a queued document also takes up to this many more queued
+    # documents, up to this many bytes of originals in all, and embeds and indexes them
+    # together: short documents then cost one embedding call and one commit per step, not
+    # one each (docs/benchmarks.md, "Issue 6"). 1 processes documents one by one.
+    ingest_group_documents: int = Field(32, ge=1)
+    ingest_group_bytes: int = Field(4 * 1024 * 1024, ge=1)
     # int8 ONNX Runtime: indexed scifact-dev 1.33 times faster than torch with the same
     # nDCG@10 (docs/benchmarks.md, "Issue 6"). Vectors of different backends are never
     # mixed in one index: the embedder's name records the backend.

@@ -91,3 +91,19 @@ def test_unknown_document_id(fake_services: Services) -> None:
         fake_services.documents.ingest("no-such-id")
     with pytest.raises(NotFound):
         fake_services.documents.get("no-such-id")
+
+
+def test_a_group_of_queued_documents_gets_each_chunk_its_own_vector(
+    services: Services, files: dict[str, bytes]
+) -> None:
+    ids = [services.documents.add(name, data).id for name, data in files.items()]
+    services.documents.ingest(ids[0])  # takes the other queued documents with it
+    documents = services.documents.list()
+    assert {d.status for d in documents} == {DocumentStatus.INDEXED}
+    chunks = [c for document_id in ids for c in services.documents.chunks(document_id)]
+    assert len(chunks) == sum(d.chunk_count for d in documents) == services.store.count()
+    stored = services.store.embeddings([c.id for c in chunks])
+    for chunk in chunks:
+        [alone] = services.embedder.embed([chunk.text])
+        # int8 vectors depend slightly on their batch companions (docs/benchmarks.md).
+        assert sum(a * b for a, b in zip(stored[chunk.id], alone, strict=True)) > 0.98
