@@ -22,7 +22,7 @@ from assistant.index_check import IndexChecker
 from assistant.keyword_index import KeywordIndex
 from assistant.retrieval import Retriever
 from assistant.settings import Settings, load_settings
-from assistant.vectorstore import ChromaStore
+from assistant.vectorstore import ChromaServer, ChromaStore
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,11 @@ def build_services(
         threads=settings.embedding_threads,
     )
     generator = generator or LlamaGenerator(settings.generator, settings.models_dir)
-    store = ChromaStore(settings.chroma_dir)
+    if settings.chroma_url:
+        server = ChromaServer.from_url(settings.chroma_url)
+        store = ChromaStore(server=server, wait=settings.chroma_wait_seconds)
+    else:
+        store = ChromaStore(settings.chroma_dir)
     keywords = KeywordIndex(settings.keyword_index_path)
     retriever = Retriever(sessions, embedder, store, keywords, settings.retrieval)
     access = AccessService(sessions, settings)

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Default: kombu's filesystem transport inside data_dir (no server). Production: redis://.
     broker_url: str | None = None
+    # Default: the embedded Chroma inside data_dir. A Chroma server: http://host:8000.
+    chroma_url: str | None = None
+    # How long a write to the Chroma server is retried while it does not answer (a
+    # restart) before the document fails with a clear reason; reads never wait.
+    chroma_wait_seconds: float = Field(60.0, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Reverse proxies in front of the web server (nginx: 1). Their X-Forwarded-For and
