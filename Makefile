@@ -39,7 +39,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 # Debian packages, installed only when missing: Chromium drives the browser tests (Playwright's
 # own browser download needs the internet); Tesseract OCRs scanned PDF pages (via pytesseract);
 # sqlite3 makes the online database copy in deploy/backup.sh.
-SYSTEM_PACKAGES := chromium tesseract-ocr tesseract-ocr-eng sqlite3
+SYSTEM_PACKAGES := chromium tesseract-ocr tesseract-ocr-eng sqlite3 strace
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
