@@ -13,7 +13,8 @@
   function report(doc) {
     const r = doc.report;
     if (!r) return "";
-    const parts = [r.pages + " page(s)", r.characters + " characters"];
+    const parts = [r.characters + " characters"];
+    if (r.pages != null) parts.unshift(r.pages + " page(s)"); // text formats have no pages
     if (r.ocr_pages && r.ocr_pages.length) parts.push(r.ocr_pages.length + " OCR'd");
     if (r.tables) parts.push(r.tables + " table(s)");
     if (r.warnings && r.warnings.length) parts.push(r.warnings.join("; "));
