@@ -253,6 +253,9 @@ def _onnxruntime_runner(model_dir: Path, path: Path, threads: int) -> ExportedRu
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: on a busy 2-core machine spinning cost 1.5
+    # times the CPU per chunk (docs/benchmarks.md, "Issue 6").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     return ExportedRunner(model_dir, lambda feed: session.run(None, feed)[0], names)

@@ -80,9 +80,13 @@ class Workers:
     """Hands documents to running ingestion workers by task name. The worker package (and
     Celery) is imported only here, when a command is asked to queue."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        """`settings`: send to the workers of these settings (by default, the current)."""
         from worker.app import app
 
+        if settings is not None:
+            settings.ensure_dirs()
+            app.conf.update(settings.celery_config())
         self._app = app
 
     def send(self, document_id: str, force: bool = False) -> None:

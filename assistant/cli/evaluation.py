@@ -58,3 +58,29 @@ def eval_qa(
     settings = current_settings()
     report = evaluate_qa(settings, directory, limit=limit, seed=seed, questions_file=questions)
     _report(report, json_path)
+
+
+@eval_group.command(name="ingest")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--limit", type=int, default=None, help="Ingest only the first N documents.")
+@click.option("--concurrency", default=1, show_default=True, help="Worker processes.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
+@core_errors
+def eval_ingest(
+    directory: Path, limit: int | None, concurrency: int, json_path: Path | None
+) -> None:
+    """Ingestion speed and worker memory: a BEIR-layout set's corpus.jsonl uploaded as .txt
+    files into a scratch data directory and indexed by a real `assistant worker`."""
+    from assistant.cli.common import Workers
+    from assistant.evaluation.ingest_speed import measure_ingestion
+
+    if concurrency < 1:
+        raise click.BadParameter("must be at least 1", param_hint="'--concurrency'")
+    report = measure_ingestion(
+        current_settings(),
+        directory,
+        lambda settings: Workers(settings).send,
+        limit=limit,
+        concurrency=concurrency,
+    )
+    _report(report, json_path)

@@ -23,6 +23,16 @@ from assistant.settings import Settings
 CANDIDATE_CHUNKS = 30
 
 
+def corpus_uploads(corpus: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+    """(document key, file name, bytes) per corpus row: the title, a blank line, the text."""
+    uploads = []
+    for row in corpus:
+        title, body = str(row.get("title") or "").strip(), str(row["text"])
+        text = f"{title}\n\n{body}" if title else body
+        uploads.append((str(row["_id"]), f"{row['_id']}.txt", text.encode("utf-8")))
+    return uploads
+
+
 def evaluate_retrieval(
     settings: Settings,
     directory: Path,
@@ -40,11 +50,7 @@ def evaluate_retrieval(
         judged = judged[: max(limit, 0)]
     if not judged:
         raise InvalidInput(f"{directory / 'queries.jsonl'}: no query has a relevance judgement")
-    uploads = []
-    for row in corpus:
-        title, body = str(row.get("title") or "").strip(), str(row["text"])
-        text = f"{title}\n\n{body}" if title else body
-        uploads.append((str(row["_id"]), f"{row['_id']}.txt", text.encode("utf-8")))
+    uploads = corpus_uploads(corpus)
     with scratch_services(settings, services_factory) as services:
         load_seconds = warm_up(services)
         keys, index_seconds = ingest(services, uploads)
