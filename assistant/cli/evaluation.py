@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
-from assistant.cli.common import core_errors, current_settings
+from assistant.cli.common import core_errors, current_settings, open_services
 
 
 @click.group(name="eval")
@@ -58,6 +59,81 @@ def eval_qa(
     settings = current_settings()
     report = evaluate_qa(settings, directory, limit=limit, seed=seed, questions_file=questions)
     _report(report, json_path)
+
+
+def _levels(_: click.Context, __: click.Parameter, value: str) -> list[tuple[int, bool]]:
+    from assistant.evaluation.load import parse_levels
+
+    try:
+        return parse_levels(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@eval_group.command(name="load")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The server.")
+@click.option("--token", envvar="ASSISTANT_EVAL_TOKEN", help="An admin's API token.")
+@click.option(
+    "--user-tokens",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="API tokens for the simulated users, one per line (default: --setup's users, "
+    "else --token for all).",
+)
+@click.option(
+    "--setup",
+    is_flag=True,
+    help="Create the users, tokens and collections of the load in this data directory, "
+    "which must be the server's; the tokens are revoked at the end.",
+)
+@click.option(
+    "--prepare", is_flag=True, help="Upload DIRECTORY/documents first, and wait until indexed."
+)
+@click.option("--collection", help="For --prepare (default: loadtest with --setup, else default).")
+@click.option(
+    "--users",
+    "levels",
+    default="5,10,20,2x",
+    show_default=True,
+    callback=_levels,
+    help="Concurrent users per level; Nx is N times the server's answer capacity.",
+)
+@click.option(
+    "--duration", type=click.FloatRange(min=1), default=60.0, show_default=True,
+    help="Seconds per level.",
+)  # fmt: skip
+@click.option(
+    "--ingest",
+    type=click.Path(exists=True, path_type=Path),
+    help="Upload these files (a folder, or a BEIR corpus.jsonl) during each level.",
+)
+@click.option("--limit", default=200, show_default=True, help="Questions, half unanswerable.")
+@click.option("--seed", default=0, show_default=True, help="Sampling seed.")
+@click.option(
+    "--questions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A question file in the qa layout (default: DIRECTORY/questions.jsonl).",
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
+@core_errors
+def eval_load(
+    directory: Path, levels: list[tuple[int, bool]], duration: float, json_path: Path | None,
+    **options: Any,
+) -> None:  # fmt: skip
+    """Latency, errors and throughput of a running server under concurrent users asking
+    DIRECTORY's questions (documents/ + questions.jsonl), optionally with ingestion."""
+    from assistant.evaluation.load import LoadOptions, evaluate_load, format_markdown
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    settings = current_settings()
+    chosen = LoadOptions(levels=levels, seconds=duration, **options)
+    services = open_services() if chosen.setup else None
+    report = evaluate_load(settings, directory, chosen, services)
+    click.echo(format_markdown(report))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
 
 
 @eval_group.command(name="ingest")
