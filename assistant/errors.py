@@ -41,6 +41,11 @@ class ConfigurationError(AssistantError):
     """The settings or the model files are not usable."""
 
 
+class Unavailable(AssistantError):
+    """A service the product relies on (the Chroma server, say) does not answer. Temporary:
+    the worker retries later; the web answers 503."""
+
+
 class AuditError(AssistantError):
     """An audit record could not be written (or signed). Callers must not go on: fail closed."""
 

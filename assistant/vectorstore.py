@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from assistant.errors import AssistantError, ConfigurationError
+from assistant.errors import ConfigurationError, Unavailable
 
 logger = logging.getLogger(__name__)
 COLLECTION = "chunks"
@@ -32,7 +32,7 @@ MARKER = "index-generation"
 T = TypeVar("T")
 
 
-class VectorStoreUnavailable(AssistantError):
+class VectorStoreUnavailable(Unavailable):
     """The Chroma server does not answer (down, restarting or unreachable)."""
 
 

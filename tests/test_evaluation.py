@@ -277,3 +277,38 @@ def test_cli_eval_qa_with_real_models(qa_dir: Path, tmp_path: Path) -> None:
     assert len(report["questions"]) == 4
     assert "answer_f1" in result.output
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.slow
+def test_cli_eval_ingest_times_a_real_worker(
+    beir_dir: Path, tmp_path: Path, model_cache: Path
+) -> None:
+    out = tmp_path / "ingest.json"
+    env = {
+        "ASSISTANT_DATA_DIR": str(tmp_path / "var"),
+        "ASSISTANT_MODEL_CACHE_DIR": str(model_cache),
+    }
+    result = CliRunner().invoke(
+        main, ["eval", "ingest", str(beir_dir), "--json", str(out)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert (report["n_documents"], report["n_indexed"], report["n_failed"]) == (3, 3, 0)
+    assert report["n_chunks"] == 3  # one short text each
+    assert report["chunks_per_second"] > 0 and report["documents_per_minute"] > 0
+    largest = report["worker_peak_rss_mib_largest_process"]
+    assert (
+        report["worker_peak_rss_mib_all_processes"] >= largest >= report["worker_idle_rss_mib"] / 4
+    )
+    assert "chunks_per_second" in result.output
+
+
+def test_cli_eval_ingest_refuses_bad_input(tmp_path: Path, beir_dir: Path) -> None:
+    env = {"ASSISTANT_DATA_DIR": str(tmp_path / "var")}
+    (tmp_path / "empty").mkdir()
+    missing = CliRunner().invoke(main, ["eval", "ingest", str(tmp_path / "empty")], env=env)
+    assert missing.exit_code == 1 and "corpus.jsonl: missing" in missing.output
+    zero = CliRunner().invoke(
+        main, ["eval", "ingest", str(beir_dir), "--concurrency", "0"], env=env
+    )
+    assert zero.exit_code == 2 and "must be at least 1" in zero.output

@@ -15,6 +15,7 @@ from assistant.errors import (
     FileTooLarge,
     InvalidInput,
     NotFound,
+    Unavailable,
 )
 from web.formatting import human_size
 
@@ -52,7 +53,7 @@ def status_for(exc: AssistantError) -> int:
         return 404
     if isinstance(exc, DocumentError):
         return 422
-    if isinstance(exc, AuditError):
+    if isinstance(exc, AuditError | Unavailable):
         return 503
     return 500
 
@@ -63,6 +64,9 @@ def _assistant_error(exc: AssistantError) -> tuple[Response | str, int]:
         # Fail closed: nothing is done or shown that the audit log cannot record.
         logger.error("audit write failed on %s %s: %s", request.method, request.path, exc)
         return error_response("the audit log cannot be written, so this was refused", 503)
+    if isinstance(exc, Unavailable):
+        logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
+        return error_response("a service the assistant needs does not answer; try again soon", 503)
     if status >= 500:
         logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
         if isinstance(exc, ConfigurationError):

@@ -8,9 +8,9 @@ from typing import Any
 from celery import Celery, Task, signals
 
 from assistant import sandbox
-from assistant.errors import AssistantError, NotFound
+from assistant.errors import AssistantError, NotFound, Unavailable
 from assistant.services import Services, build_services, pending_document_ids
-from assistant.settings import load_settings
+from assistant.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 MAX_RETRIES = 3
@@ -25,6 +25,17 @@ def _celery_config() -> dict[str, object]:
 
 app = Celery("assistant")
 app.add_defaults(_celery_config)
+
+
+def client_for(settings: Settings) -> Celery:
+    """An app that only sends, to the workers of other settings (an evaluation's scratch
+    data directory, say), leaving this process's own `app` as it is."""
+    settings.ensure_dirs()
+    client = Celery("assistant")
+    client.conf.update(settings.celery_config())
+    return client
+
+
 _services: Services | None = None
 
 
@@ -62,6 +73,11 @@ def ingest_document(self: Task, document_id: str, force: bool = False) -> str:
     except NotFound:
         logger.warning("document %s no longer exists; nothing to do", document_id)
         return "missing"
+    except Unavailable as exc:  # the Chroma server is down, say: later, then fail
+        if self.request.retries >= MAX_RETRIES:
+            services().documents.mark_failed(document_id, str(exc))
+            return "failed"
+        raise self.retry(exc=exc, countdown=2**self.request.retries) from exc
     except AssistantError as exc:
         services().documents.mark_failed(document_id, str(exc))
         return "failed"

@@ -82,12 +82,9 @@ class Workers:
 
     def __init__(self, settings: Settings | None = None) -> None:
         """`settings`: send to the workers of these settings (by default, the current)."""
-        from worker.app import app
+        from worker.app import app, client_for
 
-        if settings is not None:
-            settings.ensure_dirs()
-            app.conf.update(settings.celery_config())
-        self._app = app
+        self._app = app if settings is None else client_for(settings)
 
     def send(self, document_id: str, force: bool = False) -> None:
         self._app.send_task("ingest_document", args=[document_id, force])

@@ -26,8 +26,13 @@ def _worker_command(settings: Settings, concurrency: int) -> list[str]:
 
 
 def _web_command(settings: Settings, workers: int) -> list[str]:
+    # Every question in an answer slot or waiting for one holds a thread. Past twice that
+    # capacity the app itself must still see each request and refuse it with 503 at once,
+    # rather than gunicorn queueing it unseen.
+    capacity = settings.load.max_concurrent_answers + settings.load.max_waiting_answers
+    threads = str(2 * capacity + 8)
     return [
-        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "8",
+        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", threads,
         "--workers", str(workers), "--bind", f"{settings.host}:{settings.port}",
         "--timeout", "300", "--access-logfile", "-", "--no-control-socket", "web:create_app()",
     ]  # fmt: skip
@@ -39,7 +44,8 @@ def worker(concurrency: int) -> None:
     """Run a Celery ingestion worker in the foreground."""
     settings = current_settings()
     settings.ensure_dirs()
-    raise SystemExit(subprocess.call(_worker_command(settings, concurrency)))
+    command = _worker_command(settings, concurrency)
+    os.execv(command[0], command)  # Celery itself then gets the signals (SIGTERM: warm stop)
 
 
 @contextmanager
