@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Boolean,
     ForeignKey,
     Integer,
+    MetaData,
     String,
     Text,
     create_engine,
     event,
+    func,
+    inspect,
+    select,
+    text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, sessionmaker
+
+from assistant.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -135,6 +155,13 @@ class IngestJob(Base):
 
 
 def make_engine(url: str) -> Engine:
+    try:
+        return _create_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
+
+
+def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -153,9 +180,149 @@ def make_engine(url: str) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
-    import assistant.audit
-    import assistant.index_check  # noqa: F401
-    from assistant import access, accounts  # noqa: F401  (register their tables)
-
-    Base.metadata.create_all(engine)
+    """Sessions on a database brought to the newest schema first."""
+    upgrade_database(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def model_metadata() -> MetaData:
+    """Every table of the models: each module registers its tables on `Base` when imported."""
+    from assistant import access, accounts, audit, audit_checkpoints, index_check  # noqa: F401
+
+    return Base.metadata
+
+
+# -- migrations (Alembic; the scripts are in assistant/migrations/) -----------------------
+BASELINE_REVISION = "0001"  # the schema that create_all made before there were migrations
+# Any fixed number: the PostgreSQL advisory lock that lets one process migrate at a time.
+MIGRATION_LOCK_KEY = 0x61737369  # "assi"
+
+
+def migration_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built here instead of read from an alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", "assistant:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(migration_config()).get_current_head()
+    assert head is not None, "assistant/migrations/versions/ holds no revision"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at; None if it has never been migrated."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade_database(engine: Engine) -> str:
+    """Bring the database to the newest revision and return it. Runs in every process start:
+    an up-to-date database costs one quick read; otherwise one process at a time migrates
+    while the others wait for it, then find nothing left to do."""
+    head = head_revision()
+    with _connected(engine) as connection:
+        if current_revision(connection) == head:
+            return head
+    with _migration_lock(engine) as connection:
+        revision = current_revision(connection)
+        if revision is None and _stamp_if_premigration(connection):
+            revision = BASELINE_REVISION
+        if revision != head:
+            logger.info("migrating the database from %s to %s", revision, head)
+            command.upgrade(migration_config(connection), "head")
+    return head
+
+
+def schema_differences(engine: Engine) -> list[Any]:
+    """What differs between the models and the migrations: Alembic's comparison of the models
+    with the database, which must be at the newest revision. Empty when they agree."""
+    with _connected(engine) as connection:
+        revision, head = current_revision(connection), head_revision()
+        if revision != head:
+            raise ConfigurationError(
+                f"the database is at revision {revision}, not {head}: run `assistant migrate`"
+            )
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, model_metadata())
+
+
+@contextmanager
+def _connected(engine: Engine) -> Iterator[Connection]:
+    """A connection; a database that cannot be reached is a configuration error."""
+    try:
+        connection = engine.connect()
+    except OperationalError as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        raise ConfigurationError(f"cannot open the database {url}: {exc.orig}") from exc
+    with connection:
+        yield connection
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that only one process at a time can hold, committed on
+    exit: PostgreSQL's transactional DDL and SQLite's write lock make a migration all or
+    nothing."""
+    with engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                yield connection
+            return
+        # Off for the copy-and-swap of batch ALTERs, which must not cascade deletes; the
+        # pragma cannot change inside a transaction, so before BEGIN, and on again after.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits for the busy timeout
+            yield connection
+            connection.commit()
+        finally:
+            connection.rollback()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def _stamp_if_premigration(connection: Connection) -> bool:
+    """A database made by create_all before there were migrations: stamp it with the baseline
+    revision if its tables are exactly the baseline's, refuse it if they differ. False when
+    it holds none of our tables (a new database)."""
+    found = _table_columns(connection)
+    baseline = _baseline_table_columns()
+    ours = {name: columns for name, columns in found.items() if name in baseline}
+    if not ours:
+        return False
+    if ours != baseline:
+        differing = sorted(
+            set(ours) ^ set(baseline) | {n for n in ours if ours[n] != baseline.get(n)}
+        )
+        raise ConfigurationError(
+            "the database has tables from before migrations that differ from the first "
+            f"revision ({', '.join(differing)}); upgrade it by hand or start from a new database"
+        )
+    logger.info("stamping a database made before migrations with revision %s", BASELINE_REVISION)
+    command.stamp(migration_config(connection), BASELINE_REVISION)
+    return True
+
+
+def _table_columns(connection: Connection) -> dict[str, frozenset[str]]:
+    inspector = inspect(connection)
+    return {
+        table: frozenset(column["name"] for column in inspector.get_columns(table))
+        for table in inspector.get_table_names()
+        if table != "alembic_version"
+    }
+
+
+@cache
+def _baseline_table_columns() -> dict[str, frozenset[str]]:
+    """The tables and columns of the baseline revision, from running it on an in-memory
+    SQLite database."""
+    engine = create_engine("sqlite://")
+    with engine.begin() as connection:
+        command.upgrade(migration_config(connection), BASELINE_REVISION)
+        return _table_columns(connection)

@@ -11,13 +11,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
+from assistant.db import make_engine, upgrade_database
 from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
@@ -206,20 +208,90 @@ def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None
 
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# `ASSISTANT_TEST_DATABASE=postgresql pytest`: every test runs on a fresh PostgreSQL database
+# of its own instead of SQLite files (`make test` runs the suite both ways).
+TEST_DATABASE = os.environ.get("ASSISTANT_TEST_DATABASE", "sqlite")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_DATABASE not in ("sqlite", "postgresql"):
+        raise pytest.UsageError("ASSISTANT_TEST_DATABASE must be sqlite or postgresql")
+    config.addinivalue_line(
+        "markers",
+        "sqlite(reason): picks its own databases or is about SQLite files; not switched to "
+        "PostgreSQL in the PostgreSQL run",
+    )
+
+
+def pytest_report_header() -> str:
+    return f"database: {TEST_DATABASE} (ASSISTANT_TEST_DATABASE)"
+
+
+@pytest.fixture(autouse=True)
+def database_for_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In the PostgreSQL run: a new database per test, made from a migrated template, in
+    ASSISTANT_DATABASE_URL for every `load_settings` and every process the test starts.
+    A test that opens a SQLite database file anyway fails, unless marked `sqlite`."""
+    if TEST_DATABASE == "sqlite" or request.node.get_closest_marker("sqlite"):
+        yield
+        return
+    template = request.getfixturevalue("postgres_template")
+    url = create_postgres_database(template=template)
+    sqlite_files: set[str] = set()
+
+    def note_sqlite(connection: Connection) -> None:
+        if connection.dialect.name == "sqlite" and connection.engine.url.database:
+            sqlite_files.add(connection.engine.url.database)
+
+    event.listen(Engine, "engine_connect", note_sqlite)
+    # Not the test's `monkeypatch`, which a test may undo.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASSISTANT_DATABASE_URL", url)
+        try:
+            yield
+        finally:
+            event.remove(Engine, "engine_connect", note_sqlite)
+            drop_postgres_database(url)
+    if sqlite_files:
+        pytest.fail(f"used SQLite {sorted(sqlite_files)} in the PostgreSQL run; mark it sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """An empty database brought to the newest revision, copied for each test."""
+    url = create_postgres_database()
+    engine = make_engine(url)
+    upgrade_database(engine)
+    engine.dispose()  # CREATE DATABASE ... TEMPLATE needs it without connections
+    yield url.rsplit("/", 1)[1]
+    drop_postgres_database(url)
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A throwaway database on the machine's PostgreSQL, dropped after the test."""
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+def create_postgres_database(template: str = "template1") -> str:
     ensure_postgres()
     name = f"assistant_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _postgres_admin().connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    """Dropped even while a process is still connected (FORCE ends its connections)."""
+    with _postgres_admin().connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+
+
+@cache
+def _postgres_admin() -> Engine:
+    return create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
 def ensure_postgres() -> None:

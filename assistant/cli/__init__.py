@@ -14,6 +14,7 @@ import click
 from assistant.cli.accounts import collections, groups, users
 from assistant.cli.audit import audit_group
 from assistant.cli.common import core_errors, current_settings
+from assistant.cli.database import migrate
 from assistant.cli.documents import ask, ingest, reindex, status
 from assistant.cli.evaluation import eval_group
 from assistant.cli.service import serve, worker
@@ -45,6 +46,7 @@ main.add_command(status)
 main.add_command(eval_group)
 main.add_command(serve)
 main.add_command(worker)
+main.add_command(migrate)
 main.add_command(users)
 main.add_command(groups)
 main.add_command(collections)
