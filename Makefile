@@ -9,9 +9,12 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 run: install system-packages
 	$(BIN)/assistant serve
 
+# The suite twice: on SQLite, then every database test on a fresh PostgreSQL database of its
+# own (the local server; tests/conftest.py starts it if it is down).
 test: install-dev system-packages
 	$(BIN)/ruff check assistant web worker tests
 	$(BIN)/python -m pytest -q
+	ASSISTANT_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 
 test-fast: install-dev system-packages
 	$(BIN)/python -m pytest -q -m "not slow"

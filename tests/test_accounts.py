@@ -268,6 +268,7 @@ def test_tokens_are_stored_as_hashes_and_can_be_revoked(
 
 
 # -- the first admin ------------------------------------------------------------------------
+@pytest.mark.sqlite("a second data directory stands for a second installation")
 def test_first_admin_from_the_environment(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "var", admin_password="env admin passphrase")
     accounts = AccountService(open_sessions(settings), settings)

@@ -316,6 +316,8 @@ def test_verify_names_the_first_bad_seq(
     case: str, filled: tuple[AuditLog, Engine], small: Settings
 ) -> None:
     log, engine = filled
+    if case == "bytes that are not UTF-8" and engine.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL refuses text that is not UTF-8, so it cannot be stored")
     tamper, first_bad, words = TAMPERING[case]
     tamper(engine, small)
     result = log.verify()

@@ -297,6 +297,7 @@ def _assert_answers(data_dir: Path, chunk_id: str, database_url: str | None = No
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite("backs up the SQLite database file")
 def test_backup_and_restore_a_sqlite_data_dir(tmp_path: Path) -> None:
     source = tmp_path / "source"
     chunk_id = _populate(_fake_services(source))
@@ -323,6 +324,7 @@ def test_backup_and_restore_a_sqlite_data_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite("backs up the SQLite database file")
 def test_restore_refuses_an_archive_that_does_not_match_its_manifest(tmp_path: Path) -> None:
     source = tmp_path / "source"
     _populate(_fake_services(source))

@@ -34,6 +34,9 @@ from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings
 
+# Evaluations run in a scratch SQLite data directory of their own (evaluation/scratch.py).
+pytestmark = pytest.mark.sqlite("evaluations use a scratch SQLite database by design")
+
 RETRIEVAL_KEYS = {"ndcg_at_10", "recall_at_10", "mrr_at_10", "index_seconds", "query_p50_s",
                   "query_p95_s"}  # fmt: skip
 QA_KEYS = {"answer_f1", "exact_match", "correct_decline_rate", "false_decline_rate",

@@ -350,6 +350,7 @@ def test_readyz_fails_when_the_broker_folder_is_gone(
     assert str(settings.resolved_data_dir) not in str(report)  # nothing about the layout
 
 
+@pytest.mark.sqlite("removes the SQLite database file")
 def test_readyz_fails_when_the_database_file_is_removed(
     fake_services: Services, settings: Settings
 ) -> None:
