@@ -28,7 +28,13 @@ def format_report(report: dict[str, Any]) -> str:
         rule = "-" * (width + 12)
         return [title, rule, *(f"{k.ljust(width)}  {_format_value(k, report[k])}" for k in keys)]
 
-    lines = section("Answer quality" if "answer_f1" in report else "Retrieval quality", figures)
+    if "answer_f1" in report:
+        title = "Answer quality"
+    elif "chunks_per_second" in report:
+        title = "Ingestion speed"
+    else:
+        title = "Retrieval quality"
+    lines = section(title, figures)
     if settings:
         lines += ["", *section("Settings", settings)]
     return "\n".join(lines)
