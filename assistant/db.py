@@ -1,4 +1,5 @@
-"""Relational storage: documents, their chunks and ingestion jobs (SQLite or PostgreSQL)."""
+"""Relational storage: documents, their chunks and ingestion jobs (SQLite or PostgreSQL), and
+bringing any database to the newest schema with the Alembic migrations."""
 
 from __future__ import annotations
 
@@ -289,8 +290,8 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
 
 def _stamp_if_premigration(connection: Connection) -> bool:
     """A database made by create_all before there were migrations: stamp it with the baseline
-    revision if its tables are exactly the baseline's, refuse it if they differ. False when
-    it holds none of our tables (a new database)."""
+    revision if it has the baseline's tables with the same columns, refuse it if they differ.
+    False when it holds none of our tables (a new database)."""
     found = _table_columns(connection)
     baseline = _baseline_table_columns()
     ours = {name: columns for name, columns in found.items() if name in baseline}

@@ -176,6 +176,7 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite("one server per module outlives each test's own PostgreSQL database")
 def test_a_short_load_on_a_real_server_records_every_request(
     server: dict[str, str], tmp_path: Path
 ) -> None:
@@ -242,6 +243,7 @@ def test_a_short_load_on_a_real_server_records_every_request(
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite("one server per module outlives each test's own PostgreSQL database")
 def test_bad_tokens_are_refused_with_a_clear_message(
     server: dict[str, str], tmp_path: Path
 ) -> None:
