@@ -131,7 +131,7 @@ def redis_url() -> str:
 
 
 def _claim_redis_database() -> int:
-    """A Redis database (1–15) of this test run's own, held by a lock file until the run
+    """A Redis database (1-15) of this test run's own, held by a lock file until the run
     ends, so two runs on one machine (a developer's and CI's) never share a queue."""
     for number in range(15, 0, -1):
         lock = open(f"/tmp/assistant-tests-redis-{number}.lock", "w")  # noqa: SIM115
@@ -142,7 +142,7 @@ def _claim_redis_database() -> int:
             continue
         _HELD_LOCKS.append(lock)  # released when this process exits
         return number
-    pytest.fail("all Redis test databases 1–15 are in use by other test runs")
+    pytest.fail("all Redis test databases 1-15 are in use by other test runs")
 
 
 _HELD_LOCKS: list[object] = []
