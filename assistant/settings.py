@@ -171,7 +171,9 @@ class Settings(BaseSettings):
     # reused). Default: <data_dir>/models. Several data directories may share one.
     model_cache_dir: Path | None = None
     embedding_model_path: Path | None = None
-    embedding_batch_size: int = Field(32, ge=1)
+    # 16: as fast as 32 through the worker, with 37% less peak memory (ONNX Runtime's arena
+    # keeps the largest batch's buffers; docs/benchmarks.md, "Issue 6").
+    embedding_batch_size: int = Field(16, ge=1)
     # A worker that takes a queued document also takes up to this many more queued
     # documents, up to this many bytes of originals in all, and embeds and indexes them
     # together: short documents then cost one embedding call and one commit per step, not
