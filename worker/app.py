@@ -11,6 +11,7 @@ from assistant import sandbox
 from assistant.errors import AssistantError, NotFound, Unavailable
 from assistant.services import Services, build_services, pending_document_ids
 from assistant.settings import Settings, load_settings
+from worker import broker
 
 logger = logging.getLogger(__name__)
 MAX_RETRIES = 3
@@ -20,7 +21,10 @@ def _celery_config() -> dict[str, object]:
     """Read when Celery first needs its configuration, not at import time."""
     settings = load_settings()
     settings.ensure_dirs()  # the embedded queue's folders must exist before consuming
-    return settings.celery_config()
+    config = settings.celery_config()
+    if config["broker_url"] == "filesystem://":
+        config["broker_url"] = f"{broker.SCHEME}://"  # reads only fully written messages
+    return config
 
 
 app = Celery("assistant")
