@@ -85,22 +85,25 @@ class Ingestion:
         indexed, or failed with a reason. A first attempt at a queued document also takes
         other queued documents (up to `ingest_group_documents` and `ingest_group_bytes`)
         and indexes them together: one embedding call, one index write and one commit per
-        step for the group. A re-ingest or a document whose worker died goes alone, so a
-        poison file is soon isolated. Each step is a compare-and-set on (status, attempt),
-        so a worker that lost a document to another attempt leaves it alone. Idempotent:
-        chunk ids are deterministic and every write is an upsert. A DocumentError fails its
-        document; other errors put the group back in the queue and propagate for a retry."""
-        lead = self._claim(document_id, force)
+        step for the group. Only the document the task is for counts an attempt: a worker
+        that dies with a group must not use up the attempts of the others, and a re-ingest
+        or a document whose worker died goes alone, so a poison file is soon isolated and
+        failed after `max_attempts` deaths of its own. Each step is a compare-and-set on
+        (status, attempt), so a worker that lost a document to another attempt leaves it
+        alone. Idempotent: chunk ids are deterministic and every write is an upsert. A
+        DocumentError fails its document; other errors put the group back in the queue and
+        propagate for a retry."""
+        lead, from_queue = self._claim(document_id, force)
         if lead is None or lead.status != DocumentStatus.PARSING:
             return lead or load(self.sessions, document_id)
         group = [lead]
-        if not force and lead.attempts == 1:
+        if from_queue:
             group += self._claim_queued(lead)
         claims = self._jobs(group)
         try:
             self._process(claims)
         except Exception:
-            self._release(claims)
+            self._release(claims, lead.id)
             raise
         return load(self.sessions, document_id)
 
@@ -135,9 +138,10 @@ class Ingestion:
         self._index(pieces)
         self._finish([(claim, None) for claim, _, _ in pieces], pieces)
 
-    def _claim(self, document_id: str, force: bool) -> Document | None:
-        # None: not ours to process (another worker holds or moved it).
-        """Move the document to parsing and count the attempt, recording who holds it. A
+    def _claim(self, document_id: str, force: bool) -> tuple[Document | None, bool]:
+        """Move the document to parsing and count the attempt, recording who holds it;
+        returns the document (None: not ours, another worker holds or moved it) and whether
+        it came straight from the queue (not a re-ingest, not taken over). A
         document found parsing or embedding is taken over only when its holder is gone (a
         worker that died); after `max_attempts` such deaths it is failed instead (a poison
         file must not kill workers forever). A live holder keeps it."""
@@ -147,12 +151,12 @@ class Ingestion:
                 raise NotFound(f"no document {document_id}")
         status, attempts = document.status, document.attempts
         if status in (DocumentStatus.INDEXED, DocumentStatus.FAILED) and not force:
-            return document
+            return document, False
         if not document.current:
             raise InvalidInput(f"document {document_id} is an older version; it is not indexed")
         died = status in (DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
         if died and not holder_gone(document.claimed_by, document.claimed_at):
-            return None  # another worker is processing it right now
+            return None, False  # another worker is processing it right now
         values: dict[str, object] = {
             "status": DocumentStatus.PARSING,
             "error": None,
@@ -177,8 +181,8 @@ class Ingestion:
                 .values(**values)
             ).rowcount
         if moved != 1:
-            return None  # another worker moved it first
-        return load(self.sessions, document_id)
+            return None, False  # another worker moved it first
+        return load(self.sessions, document_id), status == DocumentStatus.QUEUED and not force
 
     def _claim_queued(self, lead: Document) -> list[Document]:
         """Move more queued documents (oldest first, within the group's size limits) to
@@ -213,7 +217,6 @@ class Ingestion:
                     .values(
                         status=DocumentStatus.PARSING,
                         error=None,
-                        attempts=Document.attempts + 1,
                         claimed_by=lead.claimed_by,
                         claimed_at=utcnow(),
                     )
@@ -338,7 +341,7 @@ class Ingestion:
             logger.info("document %s indexed", document_id)
             self._supersede(document_id)
 
-    def _release(self, claims: list[Claim]) -> None:
+    def _release(self, claims: list[Claim], lead_id: str) -> None:
         """After an unexpected error: put the group's unfinished documents back in the
         queue, for the task's retry or their own messages. The attempt is not counted: the
         attempt limit is for workers that die, and the task's retries have their own."""
@@ -353,7 +356,7 @@ class Ingestion:
                     )
                     .values(
                         status=DocumentStatus.QUEUED,
-                        attempts=Document.attempts - 1,
+                        attempts=claim.attempt - (claim.document.id == lead_id),
                         claimed_by=None,
                     )
                 )

@@ -83,6 +83,9 @@ def test_killing_the_worker_ten_times_loses_and_duplicates_nothing(
         **os.environ,
         "ASSISTANT_DATA_DIR": str(settings.resolved_data_dir),
         "ASSISTANT_BROKER_URL": redis_url,
+        # Groups of 4, not 32: whole groups of 32 indexed the batch before ten kills could
+        # land, and a kill now also hits groups, taken-over documents and single ones.
+        "ASSISTANT_INGEST_GROUP_DOCUMENTS": "4",
     }
     log = tmp_path / "worker.log"
 
@@ -96,7 +99,7 @@ def test_killing_the_worker_ten_times_loses_and_duplicates_nothing(
             # Kill once the worker has made some progress, at a random moment after that.
             before = indexed()
             wait_until(lambda b=before: indexed() > b, 180, "the worker to index something")
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 1.0))
             kill_group(worker)
             kills += 1
             worker = start_worker(env, log)
@@ -127,9 +130,16 @@ def test_killing_the_worker_ten_times_loses_and_duplicates_nothing(
         expected_total += expected
     assert services.store.count() == services.keywords.count() == expected_total
     assert services.index.verify().consistent
-    # Every chunk is found by its own text (one batched embedding call); the keyword index
-    # holds exactly the same chunks (checked above).
+    # Every chunk is retrievable by its own text: the index holds the vector of the chunk's
+    # own text (int8 vectors move slightly with their batch companions, cosine > 0.99 in
+    # docs/benchmarks.md), and a search with that vector finds the chunk. The registers'
+    # word salads share one vocabulary, so their chunks are near-duplicates and a search
+    # with a freshly embedded text may rank a neighbour first. The keyword index holds
+    # exactly the same chunks (checked above).
     chunks = [c for i in documents.values() for c in services.documents.chunks(i)]
     vectors = services.embedder.embed([c.text for c in chunks])
+    stored = services.store.embeddings([c.id for c in chunks])
     for chunk, vector in zip(chunks, vectors, strict=True):
-        assert chunk.id in [hit.chunk_id for hit in services.store.query(vector, 3)], chunk.id
+        assert sum(a * b for a, b in zip(stored[chunk.id], vector, strict=True)) > 0.98, chunk.id
+        hits = services.store.query(stored[chunk.id], 3)
+        assert chunk.id in [hit.chunk_id for hit in hits], chunk.id

@@ -571,9 +571,17 @@ def test_a_killed_helper_is_replaced() -> None:
     sandbox.parse_isolated(b"warm up", ".txt")
     helper = sandbox._helper
     assert helper is not None
-    threading.Timer(0.3, os.kill, (helper.pid, signal.SIGKILL)).start()
-    with pytest.raises(DocumentError, match="stopped unexpectedly"):
-        sandbox.parse_isolated(make.scanned_pdf_bytes(["slow page"]), ".pdf")
+    children = Path(f"/proc/{helper.pid}/task/{helper.pid}/children")
+
+    def kill_while_parsing() -> None:  # once the helper has forked the file's child
+        deadline = time.monotonic() + 30
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        os.kill(helper.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_while_parsing).start()
+    with pytest.raises(DocumentError, match="stopped unexpectedly"):  # 40 pages: about 2 s
+        sandbox.parse_isolated(make.scanned_pdf_bytes(["slow page"] * 40), ".pdf")
     assert sandbox.parse_isolated(b"after the crash", ".txt").text == "after the crash"
 
 

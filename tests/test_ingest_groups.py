@@ -63,8 +63,9 @@ def test_one_task_indexes_the_queued_documents_together(settings: Settings) -> N
     failed = services.documents.get(broken)
     assert failed.status == DocumentStatus.FAILED and "PDF is damaged" in (failed.error or "")
     assert embedder.calls == [len(ids)]  # one call for the whole group's chunks
-    # The other documents' own messages arrive later and change nothing.
-    assert services.documents.ingest(ids[3]).attempts == 1
+    # The other documents' own messages arrive later and change nothing. Taken along by
+    # the group, they used no attempt of their own.
+    assert services.documents.ingest(ids[3]).attempts == 0
     assert embedder.calls == [len(ids)]
     for document_id, topic in zip(ids, TOPICS, strict=True):
         [hit, *_] = services.retriever.search(f"rules about {topic}", 3)
@@ -105,7 +106,10 @@ def test_an_unexpected_error_puts_the_group_back_in_the_queue(settings: Settings
     with services.sessions() as session:
         assert session.scalars(select(Document.claimed_by)).all() == [None] * len(ids)
     assert services.documents.ingest(ids[0]).status == DocumentStatus.INDEXED  # the retry
-    assert set(statuses(services).values()) == {(DocumentStatus.INDEXED, 1)}
+    assert statuses(services) == {
+        document_id: (DocumentStatus.INDEXED, 1 if document_id == ids[0] else 0)
+        for document_id in ids
+    }
     assert services.index.verify().consistent
 
 
@@ -132,3 +136,28 @@ def test_a_taken_over_or_reingested_document_goes_alone(settings: Settings) -> N
     services.documents.requeue(ids[0])
     assert services.documents.ingest(ids[0], force=True).status == DocumentStatus.INDEXED
     assert embedder.calls == [1, 4, 1]
+
+
+def test_a_group_that_kills_its_worker_uses_no_attempt_of_the_others(settings: Settings) -> None:
+    services = grouped_services(settings, CountingEmbedder())
+    ids = add_topics(services)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with services.sessions.begin() as session:  # a worker died holding a group of five
+        for number, document_id in enumerate(ids):
+            session.execute(
+                update(Document)
+                .where(Document.id == document_id)
+                .values(
+                    status=DocumentStatus.PARSING,
+                    attempts=1 if number == 0 else 0,
+                    claimed_by=HOLDER_PREFIX + str(dead.pid),
+                    claimed_at=utcnow(),
+                )
+            )
+    for document_id in ids:  # their messages come back: each is taken over, alone
+        services.documents.ingest(document_id)
+    assert statuses(services) == {
+        document_id: (DocumentStatus.INDEXED, 2 if document_id == ids[0] else 1)
+        for document_id in ids
+    }
