@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,25 @@ from assistant.cli.common import core_errors, current_settings, open_services
 @click.group(name="eval")
 def eval_group() -> None:
     """Measure retrieval and answer quality on a benchmark or a site's own golden set."""
+
+
+def question_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--limit, --seed and --questions: which questions a QA or load run asks."""
+    for option in reversed(
+        [
+            click.option(
+                "--limit", default=200, show_default=True, help="Questions, half unanswerable."
+            ),
+            click.option("--seed", default=0, show_default=True, help="Sampling seed."),
+            click.option(
+                "--questions",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="A question file in the qa layout (default: DIRECTORY/questions.jsonl).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 def _report(report: dict[str, Any], json_path: Path | None) -> None:
@@ -41,13 +61,7 @@ def eval_retrieval(directory: Path, json_path: Path | None, limit: int | None) -
 
 @eval_group.command(name="qa")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--limit", default=200, show_default=True, help="Questions, half unanswerable.")
-@click.option("--seed", default=0, show_default=True, help="Sampling seed.")
-@click.option(
-    "--questions",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A question file in the same JSONL layout (default: DIRECTORY/questions.jsonl).",
-)
+@question_options
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
 @core_errors
 def eval_qa(
@@ -107,13 +121,7 @@ def _levels(_: click.Context, __: click.Parameter, value: str) -> list[tuple[int
     type=click.Path(exists=True, path_type=Path),
     help="Upload these files (a folder, or a BEIR corpus.jsonl) during each level.",
 )
-@click.option("--limit", default=200, show_default=True, help="Questions, half unanswerable.")
-@click.option("--seed", default=0, show_default=True, help="Sampling seed.")
-@click.option(
-    "--questions",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A question file in the qa layout (default: DIRECTORY/questions.jsonl).",
-)
+@question_options
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
 @core_errors
 def eval_load(
