@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
 from assistant.cli.common import core_errors, current_settings, open_services
 from assistant.settings import Settings
+
+WORKER_RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0)  # seconds, after successive deaths
+WORKER_STABLE_SECONDS = 300.0  # a worker that ran this long starts the delays over
 
 
 def _worker_command(settings: Settings, concurrency: int) -> list[str]:
@@ -48,22 +50,25 @@ def worker(concurrency: int) -> None:
     os.execv(command[0], command)  # Celery itself then gets the signals (SIGTERM: warm stop)
 
 
-@contextmanager
-def _running(commands: list[list[str]]) -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes = [subprocess.Popen(command, start_new_session=True) for command in commands]
-    try:
-        yield processes
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+def _start(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, start_new_session=True)  # its own group, children too
+
+
+def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is already gone
+        os.killpg(process.pid, sig)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        _kill_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill_group(process, signal.SIGKILL)
+            process.wait()
 
 
 @click.command()
@@ -71,7 +76,8 @@ def _running(commands: list[list[str]]) -> Iterator[list[subprocess.Popen[bytes]
 @click.option("--concurrency", default=1, show_default=True, help="Ingestion worker processes.")
 @core_errors
 def serve(web_workers: int, concurrency: int) -> None:
-    """Run the web server and an ingestion worker; stop both with Ctrl-C."""
+    """Run the web server and an ingestion worker; stop both with Ctrl-C. A worker that
+    dies is restarted; if the web server exits, everything stops."""
     settings = current_settings()
     open_services()  # creates the data directory and the database tables
     commands = [_web_command(settings, web_workers), _worker_command(settings, concurrency)]
@@ -82,15 +88,35 @@ def serve(web_workers: int, concurrency: int) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with _running(commands) as processes:
+    web, worker = _start(commands[0]), _start(commands[1])
+    worker_started, restart_at, restarts = time.monotonic(), None, 0
+    try:
         click.echo(f"Document assistant running at http://{settings.host}:{settings.port}/")
         click.echo(f"Data directory: {settings.resolved_data_dir}. Press Ctrl-C to stop.")
         while not stop["requested"]:
-            exited = [p for p in processes if p.poll() is not None]
-            if exited:
-                click.echo(f"a process exited with code {exited[0].returncode}; stopping", err=True)
+            now = time.monotonic()
+            if web.poll() is not None:
+                click.echo(f"the web server exited with code {web.returncode}; stopping", err=True)
                 break
+            if restart_at is None and worker.poll() is not None:
+                # A dead worker loses nothing: its documents are still pending in the
+                # database and the new worker sends them again when it starts.
+                _kill_group(worker, signal.SIGKILL)  # pool children and parsing helpers
+                if now - worker_started > WORKER_STABLE_SECONDS:
+                    restarts = 0
+                delay = WORKER_RESTART_DELAYS[min(restarts, len(WORKER_RESTART_DELAYS) - 1)]
+                restarts += 1
+                click.echo(
+                    f"the ingestion worker exited with code {worker.returncode}; "
+                    f"restarting it in {delay:g} s",
+                    err=True,
+                )
+                restart_at = now + delay
+            if restart_at is not None and now >= restart_at:
+                worker, worker_started, restart_at = _start(commands[1]), now, None
             time.sleep(0.5)
         click.echo("Stopping...")
+    finally:
+        _stop([web, worker])
     if not stop["requested"]:
         raise SystemExit(1)
