@@ -66,6 +66,7 @@ class IndexReport:
     extra_vectors: int = 0
     missing_keywords: int = 0
     extra_keywords: int = 0
+    unreachable_vectors: int = 0  # stored, but no search finds them (see ChromaStore.upsert)
     repaired: bool = False
 
     @property
@@ -75,6 +76,7 @@ class IndexReport:
             or self.extra_vectors
             or self.missing_keywords
             or self.extra_keywords
+            or self.unreachable_vectors
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -112,17 +114,19 @@ class IndexChecker:
         missing_keywords = sorted(set(expected) - keywords)
         extra_vectors = sorted(vectors - set(expected))
         extra_keywords = sorted(keywords - set(expected))
+        unreachable = self.store.unreachable(sorted(vectors & set(expected)))
         report = IndexReport(
             len(expected),
             len(missing_vectors),
             len(extra_vectors),
             len(missing_keywords),
             len(extra_keywords),
+            len(unreachable),
         )
         if repair and not report.consistent:
             self.store.delete_ids(extra_vectors)
             self.keywords.delete_ids(extra_keywords)
-            self._restore(missing_vectors, missing_keywords, expected)
+            self._restore(missing_vectors + unreachable, missing_keywords, expected)
             report.repaired = True
             logger.warning("index repaired: %s", report.to_dict())
         return report
@@ -137,7 +141,8 @@ class IndexChecker:
     def _restore(
         self, vectors: list[str], keywords: list[str], expected: dict[str, tuple[str, str]]
     ) -> None:
-        """Re-embed and re-add the chunks the indexes lost, from the database's text."""
+        """Re-embed and re-add the chunks the indexes lost (or cannot find), from the
+        database's text."""
         need_vector, need_keyword = set(vectors), set(keywords)
         wanted = sorted(need_vector | need_keyword)
         for start in range(0, len(wanted), BATCH):

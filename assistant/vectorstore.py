@@ -29,6 +29,7 @@ from assistant.errors import ConfigurationError, Unavailable
 logger = logging.getLogger(__name__)
 COLLECTION = "chunks"
 MARKER = "index-generation"
+SAME_VECTOR = 1e-4  # cosine distance below which two stored vectors are copies
 T = TypeVar("T")
 
 
@@ -181,14 +182,22 @@ class ChromaStore:
         embeddings: Sequence[Sequence[float]],
         metadatas: Sequence[dict[str, Any]],
     ) -> None:
+        """Store vectors, replacing those of ids already stored. A replacement is a delete
+        and an insert: Chroma 1.5's in-place HNSW update can leave a record that no query
+        returns, even one with its own vector (chroma-core/chroma#7758; seen here after
+        a worker died between storing a group's vectors and committing it)."""
         if not ids:
             return
-        self._call(
-            lambda c: c.upsert(
+
+        def replace(collection: Any) -> None:
+            stored = collection.get(ids=list(ids), include=[])["ids"]
+            if stored:
+                collection.delete(ids=stored)
+            collection.upsert(
                 ids=list(ids), embeddings=[list(e) for e in embeddings], metadatas=list(metadatas)
-            ),
-            write=True,
-        )
+            )
+
+        self._call(replace, write=True)
         self._wrote()
 
     def delete_document(self, document_id: str, keep: Sequence[str] = ()) -> None:
@@ -223,6 +232,27 @@ class ChromaStore:
         found = self._call(lambda c: c.get(ids=list(ids), include=["embeddings"]))
         pairs = zip(found["ids"], found["embeddings"], strict=True)
         return {chunk_id: [float(x) for x in vector] for chunk_id, vector in pairs}
+
+    def unreachable(self, ids: Sequence[str], batch: int = 128) -> list[str]:
+        """The ids that a query with their own stored vector does not return: the HNSW graph
+        has lost its way to them. A chunk whose nearest neighbours are all exact copies of
+        it (the same boilerplate in many documents) counts as reachable."""
+        lost: list[str] = []
+        for start in range(0, len(ids), batch):
+            vectors = self.embeddings(ids[start : start + batch])
+            if not vectors:
+                continue
+            result = self._call(
+                lambda c, v=vectors: c.query(
+                    query_embeddings=list(v.values()), n_results=10, include=["distances"]
+                )
+            )
+            for chunk_id, found, distances in zip(
+                vectors, result["ids"], result["distances"], strict=True
+            ):
+                if chunk_id not in found and (not distances or distances[-1] > SAME_VECTOR):
+                    lost.append(chunk_id)
+        return lost
 
     def count(self) -> int:
         return int(self._call(lambda c: c.count()))

@@ -180,6 +180,7 @@ def _differences(report: IndexReport) -> str:
         ("extra vectors", report.extra_vectors),
         ("missing keyword rows", report.missing_keywords),
         ("extra keyword rows", report.extra_keywords),
+        ("vectors no search finds", report.unreachable_vectors),
     ]
     return ", ".join(f"{what}: {number}" for what, number in found if number)
 
@@ -200,7 +201,7 @@ def _verify(services: Services, as_json: bool) -> int:
         return 0 if consistent else 1
     for key, value in found.to_dict().items():
         if key not in ("repaired", "consistent"):
-            click.echo(f"{key.replace('_', ' '):<18} {value}")
+            click.echo(f"{key.replace('_', ' '):<20} {value}")
     if found.consistent:
         click.echo("index consistent with the database")
     elif consistent:
