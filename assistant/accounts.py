@@ -1,14 +1,14 @@
 """Identities: users and their roles, sign-in with throttling, API tokens, the first admin
 and the `Principal` who acts (who may read what is `assistant.access`). Admins manage the
 system, auditors read the audit log, staff ask questions; the CLI acts as the local operator
-with full access. Passwords are kept as scrypt hashes, API tokens as SHA-256 digests only.
+with full access. Passwords are kept as scrypt hashes, API tokens and session ids as SHA-256
+digests only. The last enabled admin can be neither disabled nor demoted.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
-import math
 import os
 import re
 import secrets
@@ -17,14 +17,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, delete, select
+from sqlalchemy import Boolean, ForeignKey, String, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, mapped_column, sessionmaker
 
 from assistant.db import Base, utcnow
 from assistant.errors import AssistantError, ConfigurationError, InvalidInput, NotFound
+from assistant.login_throttle import LoginThrottle, LoginThrottled
 from assistant.passwords import dummy_hash, hash_password, validate_password, verify_password
+from assistant.sessions import UserSession, close_session, open_session, revoke_all, session_digest
 from assistant.settings import Settings
+
+__all__ = ["LoginThrottled"]  # re-exported: the web adapter maps it to HTTP 429
 
 ROLES = ("staff", "admin", "auditor")
 OPERATOR = "operator"  # the CLI's role; never stored
@@ -38,14 +42,6 @@ class InvalidCredentials(AssistantError):
 
     def __init__(self) -> None:
         super().__init__("invalid username or password")
-
-
-class LoginThrottled(AssistantError):
-    """Too many failed logins for this account within the window (HTTP 429)."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
-        self.retry_after = retry_after
 
 
 # -- tables -------------------------------------------------------------------------------
@@ -70,18 +66,6 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class LoginFailure(Base):
-    """Failed logins, kept in the database so throttling holds across processes."""
-
-    __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(index=True)
-    client: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 # -- values -------------------------------------------------------------------------------
@@ -229,6 +213,7 @@ class AccountService(AuditedService):
         super().__init__(sessions, settings, audit)
         self.clock = clock
         self.memberships = memberships
+        self.throttle = LoginThrottle(sessions, settings.accounts, clock)
 
     # -- users ----------------------------------------------------------------------------
     def add_user(
@@ -237,7 +222,7 @@ class AccountService(AuditedService):
     ) -> Principal:  # fmt: skip
         check_name("username", username)
         _check_role(role)
-        password_hash = hash_password(password)  # before the transaction: scrypt is slow
+        password_hash = hash_password(password, [username])  # scrypt is slow: before
         names = sorted(set(groups))
         if names and self.memberships is None:
             raise ConfigurationError("joining groups needs the access service (build_services)")
@@ -269,21 +254,30 @@ class AccountService(AuditedService):
             user = find_user(session, username)
         return self._listed([user])[0]
 
-    def get_principal(self, user_id: int) -> Principal | None:
-        """The current principal of a logged-in user (for sessions); None if gone or disabled."""
-        with self.sessions() as session:
-            user = session.get(User, user_id)
-            if user is None or user.disabled:
-                return None
-            return Principal(user.id, user.username, user.role)
-
     def _update_user(
         self, username: str, actor: Principal | None, action: str, **values: Any
     ) -> None:
+        """Change a user; their sessions end with it, in the same transaction. The last
+        enabled admin can be neither disabled nor demoted."""
+        enabled_admins = select(User.id).where(User.role == "admin", User.disabled.is_(False))
         with self.sessions.begin() as session:
+            # Lock the admins' rows first (PostgreSQL), so two admins cannot be disabled at
+            # once; on SQLite the flush below takes the write lock for the same effect.
+            session.execute(select(User.id).where(User.role == "admin").with_for_update())
             user = find_user(session, username)
+            was_admin = user.role == "admin" and not user.disabled
             for key, value in values.items():
                 setattr(user, key, value)
+            if action != "user.enable":
+                revoke_all(session, user.id)
+            session.flush()
+            if (
+                was_admin
+                and session.scalar(select(func.count()).select_from(enabled_admins.subquery())) == 0
+            ):
+                raise InvalidInput(
+                    f"{username} is the last enabled admin: make another user an admin first"
+                )
         details = {key: value for key, value in values.items() if key == "role"}
         self._report(actor, action, username=username, **details)
 
@@ -294,9 +288,8 @@ class AccountService(AuditedService):
         self._update_user(username, actor, "user.enable", disabled=False)
 
     def set_password(self, username: str, password: str, *, actor: Principal | None = None) -> None:
-        self._update_user(
-            username, actor, "user.set_password", password_hash=hash_password(password)
-        )
+        password_hash = hash_password(password, [username])
+        self._update_user(username, actor, "user.set_password", password_hash=password_hash)
 
     def set_role(self, username: str, role: str, *, actor: Principal | None = None) -> None:
         _check_role(role)
@@ -304,31 +297,43 @@ class AccountService(AuditedService):
 
     # -- login ----------------------------------------------------------------------------
     def authenticate(self, username: str, password: str, client: str | None = None) -> Principal:
-        """Check a password. The caller audits the outcome and maps LoginThrottled to 429."""
+        """Check a password. The attempt is counted first (LoginThrottled: HTTP 429); the
+        caller audits the outcome."""
         name = username.strip().lower()
-        key = name[:64]  # failures are counted per (normalised) account name
-        now = self.clock()
-        window = timedelta(seconds=self.settings.accounts.failed_login_window_seconds)
-        limit = self.settings.accounts.max_failed_logins
+        reservation = self.throttle.reserve(name, client)
         with self.sessions() as session:
-            recent = session.scalars(
-                select(LoginFailure.at)
-                .where(LoginFailure.username == key, LoginFailure.at > now - window)
-                .order_by(LoginFailure.at)
-            ).all()
-            if len(recent) >= limit:
-                # Allowed again once enough of these failures have left the window.
-                frees_at = recent[len(recent) - limit] + window
-                raise LoginThrottled(max(1, math.ceil((frees_at - now).total_seconds())))
             user = session.scalar(select(User).where(User.username == name))
         # Always do the scrypt work, so unknown and disabled users take as long as others.
         matches = verify_password(password, user.password_hash if user else dummy_hash())
         if matches and user is not None and not user.disabled:
+            self.throttle.succeeded(reservation)
             return Principal(user.id, user.username, user.role)
-        with self.sessions.begin() as session:
-            session.execute(delete(LoginFailure).where(LoginFailure.at <= now - window))
-            session.add(LoginFailure(username=key, at=now, client=client[:64] if client else None))
         raise InvalidCredentials()
+
+    # -- sessions -------------------------------------------------------------------------
+    def start_session(self, user_id: int) -> str:
+        """A new server-side session that ends `session_hours` from now, whatever happens."""
+        lifetime = timedelta(hours=self.settings.accounts.session_hours)
+        with self.sessions.begin() as session:
+            return open_session(session, user_id, self.clock(), lifetime)
+
+    def principal_for_session(self, session_id: str) -> Principal | None:
+        """The session's user; None once it ended, expired or its user is disabled."""
+        query = (
+            select(User)
+            .join(UserSession, UserSession.user_id == User.id)
+            .where(UserSession.id_sha256 == session_digest(session_id))
+            .where(UserSession.expires_at > self.clock())
+        )
+        with self.sessions() as session:
+            user = session.scalar(query)
+            if user is None or user.disabled:
+                return None
+            return Principal(user.id, user.username, user.role)
+
+    def end_session(self, session_id: str) -> None:
+        with self.sessions.begin() as session:
+            close_session(session, session_id)
 
     def ensure_first_admin(self, *, actor: Principal | None = None) -> str | None:
         """Create user `admin` when no admin exists. Returns the password only if generated."""

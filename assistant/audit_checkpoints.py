@@ -1,13 +1,19 @@
-"""Signed checkpoints of the audit log: their Ed25519 key, their table and their file.
+"""Signed checkpoints of the audit log: their Ed25519 key, their table and their files.
 
 A checkpoint signs the head of the hash chain (seq, hash, time) with an Ed25519 key kept
 outside the database. It is stored in a table, in the same transaction as the record it
 signs, and after the commit appended to a JSON-lines file that can be shipped off the box.
 `assistant.audit` decides when to make one and checks the records against them.
+
+Every record is signed too, the same way (its seq, hash and time), and after each commit the
+newest such signed head is written to a small file outside the database (`head_file`). A
+record rewritten without the key fails its signature, which names it exactly; records
+deleted from the end, with the head row moved back, fall short of the signed head file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -74,7 +80,8 @@ def key_fingerprint(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _signature_problem(checkpoint: Checkpoint, public: Ed25519PublicKey | None) -> str:
+def signature_problem(checkpoint: Checkpoint, public: Ed25519PublicKey | None) -> str:
+    """Empty if `checkpoint` (or a record's signed head) was signed by `public`'s key."""
     if public is None or checkpoint.key_fingerprint != key_fingerprint(public):
         return "signed by another key"
     try:
@@ -145,6 +152,55 @@ class Checkpoints:
         db.execute(insert(AuditCheckpoint), [checkpoint.to_dict()])
         return checkpoint
 
+    def sign_head(self, seq: int, head_hash: str, created_at: str) -> Checkpoint:
+        """The head signed, not stored: each record carries one (microseconds of work)."""
+        key = self._signing_key()
+        unsigned = Checkpoint(seq, head_hash, created_at, "", key_fingerprint(key.public_key()))
+        return replace(unsigned, signature=key.sign(unsigned.payload()).hex())
+
+    def write_head(self, head: Checkpoint) -> None:
+        """After the commit: the signed head file moves forward only (under a lock, since
+        processes commit in seq order but may get here in another)."""
+        path = self._settings.head_file
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_head([])
+            if current is not None and current.seq >= head.seq:
+                return
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            _write(temporary, canonical_json(head.to_dict()).encode(), os.O_TRUNC)
+            temporary.replace(path)  # atomic: the file is always one whole signed head
+        finally:
+            os.close(lock)
+
+    def read_head(self, problems: Problems) -> Checkpoint | None:
+        """The signed head file's contents (not yet checked against the key)."""
+        try:
+            text = self._settings.head_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        try:
+            head = Checkpoint(**json.loads(text))
+            if type(head.seq) is not int:
+                raise TypeError(head.seq)
+            return head
+        except (TypeError, ValueError):
+            problems.append((None, f"the signed head file {self._settings.head_file} is damaged"))
+            return None
+
+    def public_key(self) -> tuple[Ed25519PublicKey | None, str]:
+        """The key on disk to check signatures with, or why there is none."""
+        path = self._settings.signing_key_path
+        try:
+            key = _load_key(path)
+        except Exception as exc:
+            return None, f"the signing key {path} is unreadable: {exc}"
+        if key is None:
+            return None, f"the signing key {path} is missing"
+        return key.public_key(), ""
+
     def _signing_key(self) -> Ed25519PrivateKey:
         with self._key_lock:
             if self._key is None:
@@ -197,17 +253,11 @@ class Checkpoints:
         self, table: list[Checkpoint], from_file: list[Checkpoint], problems: Problems
     ) -> dict[int, str]:
         """Return seq -> head hash of the checkpoints whose signature is good."""
-        path = self._settings.signing_key_path
-        try:
-            key = _load_key(path)
-            public = key.public_key() if key else None
-            key_problem = "" if key else f"the signing key {path} is missing"
-        except Exception as exc:
-            public, key_problem = None, f"the signing key {path} is unreadable: {exc}"
+        public, key_problem = self.public_key()
         signed: dict[int, str] = {}
         in_table = {c.seq for c in table}
         for where, checkpoint in [("table", c) for c in table] + [("file", c) for c in from_file]:
-            trouble = key_problem or _signature_problem(checkpoint, public)
+            trouble = key_problem or signature_problem(checkpoint, public)
             if not trouble:  # authentic, so it binds the records even if its row is gone
                 signed[checkpoint.seq] = checkpoint.head_hash
                 if where == "file" and checkpoint.seq not in in_table:

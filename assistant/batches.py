@@ -1,14 +1,22 @@
 """Upload batches: many files or a .zip archive in one go, each file stored and queued on
-its own, and the batch's progress (counts, done fraction, estimated time left)."""
+its own, and the batch's progress (counts, done fraction, estimated time left). Files refused
+before storage (empty, wrong type, duplicate, a damaged archive entry) are kept with the
+batch, with their reasons, so the batch page goes on showing them."""
 
 from __future__ import annotations
 
 import uuid
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from assistant.db import Document, DocumentStatus, utcnow
+from sqlalchemy import String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from assistant.db import Base, Document, DocumentStatus, utcnow
 from assistant.documents import clean_filename
 from assistant.errors import DocumentError, NotFound
 from assistant.formats.inspection import open_zip
@@ -20,6 +28,34 @@ FINISHED = (DocumentStatus.INDEXED, DocumentStatus.FAILED)
 
 def new_batch_id() -> str:
     return uuid.uuid4().hex
+
+
+class RejectedUpload(Base):
+    """A file of a batch refused before it was stored, and why."""
+
+    __tablename__ = "rejected_uploads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(32), index=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    collection: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"filename": self.filename, "error": self.error}
+
+
+def keep_rejected(sessions: sessionmaker, rejected: Sequence[RejectedUpload]) -> None:
+    if rejected:
+        with sessions.begin() as session:
+            session.add_all(rejected)
+
+
+def rejected_in(sessions: sessionmaker, batch_id: str) -> list[RejectedUpload]:
+    query = select(RejectedUpload).where(RejectedUpload.batch_id == batch_id)
+    with sessions() as session:
+        return list(session.scalars(query.order_by(RejectedUpload.id)))
 
 
 @dataclass(frozen=True)
@@ -52,8 +88,14 @@ def expand(filename: str, data: bytes, limits: LimitSettings) -> Iterator[Upload
                 continue
             if entry.flag_bits & 0x1:
                 yield Upload(label, None, f"{label}: the entry is encrypted")
-            else:
-                yield Upload(name, archive.read(entry))
+                continue
+            try:
+                # At most the size its header declares is read; more (a lie) fails the CRC.
+                data = archive.read(entry)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                yield Upload(label, None, f"{label}: the entry is damaged ({exc})")
+                continue
+            yield Upload(name, data)
 
 
 @dataclass

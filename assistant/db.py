@@ -188,7 +188,16 @@ def make_session_factory(engine: Engine) -> sessionmaker:
 
 def model_metadata() -> MetaData:
     """Every table of the models: each module registers its tables on `Base` when imported."""
-    from assistant import access, accounts, audit, audit_checkpoints, index_check  # noqa: F401
+    from assistant import (  # noqa: F401
+        access,
+        accounts,
+        audit,
+        audit_checkpoints,
+        batches,
+        index_check,
+        login_throttle,
+        sessions,
+    )
 
     return Base.metadata
 

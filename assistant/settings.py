@@ -92,6 +92,9 @@ class ChunkingSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    # The largest request body of every route but uploads (sign-in, questions, forms);
+    # larger ones get HTTP 413 before they are read. Uploads by admins may carry 20 files.
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
     # Pages of a PDF, slides of a PPTX, sheets of an XLSX.
     max_pdf_pages: int = Field(2000, ge=1)
     max_question_chars: int = Field(1000, ge=10)
@@ -121,12 +124,20 @@ class AuditSettings(BaseModel):
     signing_key_path: Path | None = None
     # Signed checkpoints are also appended here, for shipping off the box.
     checkpoint_file: Path | None = None
+    # The newest record's signed head, rewritten after every record (outside the database,
+    # so records deleted from the end are detected). Default: <data_dir>/audit/head.json.
+    head_file: Path | None = None
 
 
 class AccountSettings(BaseModel):
-    # Failed logins allowed per account within the window; the next one gets HTTP 429.
+    # Failed sign-ins allowed per account from one address within the window (the next
+    # gets HTTP 429; the same account from another address is not affected), and from one
+    # address over all accounts (password spraying).
     max_failed_logins: int = Field(5, ge=1)
+    max_failed_logins_per_client: int = Field(20, ge=1)
     failed_login_window_seconds: int = Field(60, ge=1)
+    # A session ends this long after sign-in, however active (and at sign-out, or when its
+    # user's password, role or enabled state changes).
     session_hours: float = Field(12.0, gt=0)
     # Cookies carry the Secure flag; turn off only for plain-HTTP development or tests.
     secure_cookies: bool = True
@@ -162,6 +173,9 @@ class Settings(BaseSettings):
     # How long a write to the Chroma server is retried while it does not answer (a
     # restart) before the document fails with a clear reason; reads never wait.
     chroma_wait_seconds: float = Field(60.0, ge=0)
+    # How long a statement waits for a database lock (SQLite's busy timeout, PostgreSQL's
+    # lock_timeout) before it fails; the web then answers 503 at once instead of hanging.
+    database_busy_seconds: float = Field(5.0, gt=0, le=300)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Reverse proxies in front of the web server (nginx: 1). Their X-Forwarded-For and
@@ -240,6 +254,10 @@ class Settings(BaseSettings):
     @property
     def checkpoint_file(self) -> Path:
         return self.audit.checkpoint_file or self.audit_dir / "checkpoints.jsonl"
+
+    @property
+    def head_file(self) -> Path:
+        return self.audit.head_file or self.audit_dir / "head.json"
 
     @property
     def scratch_dir(self) -> Path:

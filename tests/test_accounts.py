@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -132,11 +133,14 @@ def test_the_sixth_failed_attempt_in_a_minute_is_throttled(
     # Another process (its own engine) sees the same failures.
     other = AccountService(open_sessions(settings), settings, clock=clock)
     with pytest.raises(LoginThrottled):
-        other.authenticate("alice", PASSWORD)
-    # Other accounts are not affected.
-    assert accounts.authenticate("bob", PASSWORD).username == "bob"
+        other.authenticate("alice", PASSWORD, client="10.0.0.7")
+    # Other accounts, and the same account from another address, are not affected.
+    assert accounts.authenticate("bob", PASSWORD, client="10.0.0.7").username == "bob"
+    assert accounts.authenticate("alice", PASSWORD, client="10.0.0.8").username == "alice"
     clock.advance(throttled.value.retry_after)
-    assert accounts.authenticate("alice", PASSWORD) == Principal(1, "alice", "staff")
+    assert accounts.authenticate("alice", PASSWORD, client="10.0.0.7") == Principal(
+        1, "alice", "staff"
+    )
 
 
 def test_unknown_names_are_throttled_and_worded_like_wrong_passwords(
@@ -162,15 +166,19 @@ def test_disabled_users_cannot_log_in_or_read(
     access.create_collection("contracts", readers=["legal"])
     alice = accounts.add_user("alice", PASSWORD, "staff", groups=["legal"])
     token = accounts.issue_token("alice", "script")
+    session_id = accounts.start_session(alice.user_id or 0)
+    assert accounts.principal_for_session(session_id) == alice
     accounts.disable_user("alice")
     with pytest.raises(InvalidCredentials, match="invalid username or password"):
         accounts.authenticate("alice", PASSWORD)
     assert accounts.principal_for_token(token) is None
     assert access.readable_collections(alice) == []
-    assert accounts.get_principal(alice.user_id or 0) is None
+    assert accounts.principal_for_session(session_id) is None
     accounts.enable_user("alice")
     assert accounts.authenticate("Alice ", PASSWORD) == alice
     assert access.readable_collections(alice) == ["contracts"]
+    # Re-enabling does not bring the old session back (issue 14, item 4).
+    assert accounts.principal_for_session(session_id) is None
 
 
 # -- access ---------------------------------------------------------------------------------
@@ -379,6 +387,7 @@ def test_access_and_throttling_on_postgresql(
             accounts.authenticate("alice", "wrong password!")
     with pytest.raises(LoginThrottled):
         accounts.authenticate("alice", PASSWORD)
+    assert checked_of_concurrent_guesses(accounts, "bob", 30) == 5
     token = accounts.issue_token("alice", "ci")
     assert accounts.principal_for_token(token) == alice
     sessions.kw["bind"].dispose()
@@ -450,3 +459,130 @@ def test_cli_errors_are_one_clear_line(cli: Callable[..., Any]) -> None:
     assert cli("users", "add", "carol", "--role", "root", "--password-stdin").exit_code == 2
     mismatch = cli("users", "add", "carol", "--role", "staff", input=f"{PASSWORD}\nother\n")
     assert mismatch.exit_code != 0 and "carol" not in cli("users", "list").output
+
+
+# -- issue 14: throttling that cannot be raced or used for lockout, sessions, passwords ------
+def checked_of_concurrent_guesses(accounts: AccountService, username: str, count: int) -> int:
+    """`count` wrong passwords for one account at once, from one address: how many were
+    actually checked (InvalidCredentials) rather than throttled."""
+    accounts.add_user(username, PASSWORD, "staff")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(count)
+
+    def guess() -> None:
+        barrier.wait()
+        try:
+            accounts.authenticate(username, "wrong password!", client="192.0.2.9")
+        except InvalidCredentials:
+            outcomes.append("checked")
+        except LoginThrottled:
+            outcomes.append("throttled")
+
+    threads = [threading.Thread(target=guess) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == count
+    return outcomes.count("checked")
+
+
+def test_concurrent_wrong_passwords_are_counted_atomically(accounts: AccountService) -> None:
+    """Item 3: 7-22 of 30 concurrent guesses were checked against the limit of 5."""
+    assert checked_of_concurrent_guesses(accounts, "alice", 30) == 5
+
+
+def test_a_lockout_is_flagged_once_and_spares_the_user_elsewhere(
+    accounts: AccountService, settings: Settings
+) -> None:
+    accounts.add_user("admin2", PASSWORD, "admin")
+    locked: list[tuple[str, ...]] = []
+    for _ in range(8):
+        try:
+            accounts.authenticate("admin2", "wrong password!", client="203.0.113.5")
+        except LoginThrottled as exc:
+            locked.append(exc.locked)
+        except InvalidCredentials:
+            pass
+    assert locked == [("account:admin2@203.0.113.5",), (), ()]  # the lockout, once
+    assert accounts.authenticate("admin2", PASSWORD, client="10.1.1.1").username == "admin2"
+
+
+def test_spraying_one_guess_over_many_names_is_throttled(
+    accounts: AccountService, settings: Settings
+) -> None:
+    limit = settings.accounts.max_failed_logins_per_client
+    for n in range(limit):
+        with pytest.raises(InvalidCredentials):
+            accounts.authenticate(f"user{n}", "wrong password!", client="198.51.100.4")
+    with pytest.raises(LoginThrottled) as throttled:
+        accounts.authenticate("someone-else", "wrong password!", client="198.51.100.4")
+    assert throttled.value.locked == ("client:198.51.100.4",)
+
+
+def test_successful_sign_ins_do_not_use_up_the_limit(accounts: AccountService) -> None:
+    accounts.add_user("alice", PASSWORD, "staff")
+    for _ in range(30):
+        accounts.authenticate("alice", PASSWORD, client="10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "aaaaaaaaaaaa",
+        "password1234",
+        "abcabcabcabc",
+        "123456789012",
+        "qwertyuiop12",
+        "alice-alice-1",
+    ],
+)
+def test_common_and_repetitive_passwords_are_refused(
+    accounts: AccountService, password: str
+) -> None:
+    """Item 11: `aaaaaaaaaaaa` and `password1234` were accepted."""
+    with pytest.raises(InvalidInput, match="too easy to guess"):
+        accounts.add_user("alice", password, "staff")
+    accounts.add_user("alice", PASSWORD, "staff")
+    with pytest.raises(InvalidInput, match="too easy to guess"):
+        accounts.set_password("alice", password)
+
+
+def test_sessions_end_on_sign_out_password_role_change_and_after_their_lifetime(
+    accounts: AccountService, settings: Settings, clock: Clock
+) -> None:
+    alice = accounts.add_user("alice", PASSWORD, "staff")
+    user_id = alice.user_id or 0
+    first, second = accounts.start_session(user_id), accounts.start_session(user_id)
+    accounts.end_session(first)
+    assert accounts.principal_for_session(first) is None
+    assert accounts.principal_for_session(second) == alice
+    accounts.set_password("alice", "a brand new passphrase")
+    assert accounts.principal_for_session(second) is None
+    third = accounts.start_session(user_id)
+    accounts.set_role("alice", "auditor")
+    assert accounts.principal_for_session(third) is None
+    fourth = accounts.start_session(user_id)
+    clock.advance(settings.accounts.session_hours * 3600 - 1)
+    assert accounts.principal_for_session(fourth) is not None
+    clock.advance(1)
+    assert accounts.principal_for_session(fourth) is None  # absolute, however active
+    assert "scrypt" not in all_cells(accounts, "user_sessions")
+    assert fourth not in all_cells(accounts, "user_sessions")  # only its SHA-256 is kept
+
+
+def test_the_last_enabled_admin_cannot_be_disabled_or_demoted(accounts: AccountService) -> None:
+    """Item 18."""
+    accounts.add_user("root", PASSWORD, "admin")
+    with pytest.raises(InvalidInput, match="last enabled admin"):
+        accounts.disable_user("root")
+    with pytest.raises(InvalidInput, match="last enabled admin"):
+        accounts.set_role("root", "staff")
+    assert accounts.get_user("root").role == "admin" and not accounts.get_user("root").disabled
+    accounts.add_user("deputy", PASSWORD, "admin")
+    accounts.disable_user("root")
+    with pytest.raises(InvalidInput, match="last enabled admin"):
+        accounts.disable_user("deputy")
+    accounts.enable_user("root")
+    accounts.set_role("deputy", "staff")
+    accounts.set_password("root", "another long passphrase")  # other changes still work

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 import assistant.audit as audit_module
 from assistant.audit import GENESIS, AuditLog, record_hash
 from assistant.audit_checkpoints import Checkpoint, _create_key, canonical_json, key_fingerprint
+from assistant.audit_search import AuditFilters
 from assistant.cli import main
 from assistant.db import make_engine, make_session_factory
 from assistant.errors import AuditError
@@ -263,9 +264,10 @@ TAMPERING: dict[str, tuple[Tamper, int | None, str]] = {
     # the shifted record after it.
     "insert a record in the middle": (lambda e, s: insert_in_middle(e, 6), 7, "does not follow"),
     "swap two records (reorder)": (lambda e, s: swap_contents(e, 3, 4), 3, "reordered"),
+    # Every record is signed: the first one rewritten is named exactly (not the checkpoint).
     "rewrite the chain after an edit": (
         lambda e, s: rewrite_chain(e),
-        6,
+        7,
         "rewritten",
     ),
     "bad checkpoint signature (table)": (
@@ -465,6 +467,7 @@ def test_the_log_has_no_way_to_change_or_delete_records() -> None:
         "record",
         "search",
         "verify",
+        "was_retrieved",
     ]
 
 
@@ -489,7 +492,7 @@ def test_csv_export_neutralises_formulas(small: Settings) -> None:
     log.record(actor_id="=HYPERLINK(1)", actor_role="\tstaff", action="+ask", client="@host")
     log.record(actor_id="-2", actor_role="\rstaff", action="ask", request_id="safe")
     out = io.StringIO()
-    assert log.export(out, "csv", None, None) == 2
+    assert log.export(out, "csv") == 2
     header, first, second = list(csv.reader(io.StringIO(out.getvalue())))
     cells = dict(zip(header, first, strict=True))
     assert (cells["actor_id"], cells["actor_role"]) == ("'=HYPERLINK(1)", "'\tstaff")
@@ -516,11 +519,13 @@ def make_dated_log(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Audit
 def test_export_filters_by_date(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     log = make_dated_log(settings, monkeypatch)
     out = io.StringIO()
-    count = log.export(out, "jsonl", datetime(2024, 5, 2), datetime(2024, 5, 4))
+    count = log.export(
+        out, "jsonl", AuditFilters(since=datetime(2024, 5, 2), until=datetime(2024, 5, 4))
+    )
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert count == 2 and [line["details"]["day"] for line in lines] == [2, 3]
     two_pm_utc = datetime(2024, 5, 2, 16, tzinfo=timezone(timedelta(hours=2)))
-    assert log.export(io.StringIO(), "jsonl", two_pm_utc, None) == 3  # after noon on the 2nd
+    assert log.export(io.StringIO(), "jsonl", AuditFilters(since=two_pm_utc)) == 3  # after noon
     assert [r["seq"] for r in log.search(since=datetime(2024, 5, 4))] == [5, 4]
 
 
@@ -608,3 +613,62 @@ def test_concurrent_appends_and_tampering_on_postgresql(tmp_path: Path, postgres
     result = log.verify()
     assert (result.ok, result.first_bad_seq) == (False, 50)
     engine.dispose()
+
+
+# -- issue 14, item 5: the tail after the last checkpoint -----------------------------------
+def test_records_deleted_after_the_last_checkpoint_with_the_head_moved_back_are_found(
+    filled: tuple[AuditLog, Engine],
+) -> None:
+    """Checkpoints at 5 and 10; 11 and 12 deleted and the head row moved back to 10 (which
+    verified OK before every record was signed and the signed head kept outside)."""
+    log, engine = filled
+    sql(engine, "DELETE FROM audit_records WHERE seq > 10")
+    sql(engine, "UPDATE audit_head SET seq = 10, hash = :h", h=row(engine, 10).hash)
+    result = log.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 11)
+    assert "truncated" in result.problem and "signed head is seq 12" in result.problem
+
+
+def test_a_rewrite_after_the_last_checkpoint_names_its_first_record(
+    filled: tuple[AuditLog, Engine],
+) -> None:
+    log, engine = filled
+    flip(engine, "details", 12, 14)
+    rehash_from(engine, 12)
+    result = log.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 12)
+    assert "record 12 was not written by the application" in result.problem
+
+
+def test_a_long_rewrite_names_its_exact_first_record(small: Settings) -> None:
+    """Checkpoints every 100: a rewrite from 231 on was reported as 201 before."""
+    log, engine = open_log(with_audit(small, checkpoint_every=100))
+    fill(log, 260)
+    flip(engine, "details", 231, 14)
+    rehash_from(engine, 231)
+    result = log.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 231), result
+    engine.dispose()
+
+
+def test_the_signed_head_file_moves_forward_and_its_loss_is_reported(
+    filled: tuple[AuditLog, Engine], small: Settings
+) -> None:
+    log, _ = filled
+    head = json.loads(small.head_file.read_text())
+    assert head["seq"] == 12 and len(head["signature"]) == 128
+    assert small.head_file.stat().st_mode & 0o777 == 0o600
+    small.head_file.unlink()
+    result = log.verify()
+    assert not result.ok and "signed head file is missing" in result.problem
+
+
+def test_a_lone_surrogate_in_details_is_recorded_not_refused(small: Settings) -> None:
+    """Issue 14, item 9: JSON may carry "\\ud800"; the record keeps U+FFFD in its place."""
+    log, _ = open_log(small)
+    seq = log.record(actor_id="user:\udcff", actor_role="staff", action="question.refused",
+                     details={"question": "why \ud800?"})  # fmt: skip
+    record = log.get(seq)
+    assert record is not None
+    assert record["details"]["question"] == "why \ufffd?" and record["actor_id"] == "user:\ufffd"
+    assert log.verify().ok

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.orm import Session
@@ -18,11 +19,13 @@ from sqlalchemy.orm import Session
 from assistant.accounts import User
 from assistant.cli import main
 from assistant.db import (
+    BASELINE_REVISION,
     MIGRATION_LOCK_KEY,
     Document,
     current_revision,
     head_revision,
     make_engine,
+    migration_config,
     model_metadata,
     schema_differences,
     upgrade_database,
@@ -89,8 +92,11 @@ def test_an_up_to_date_database_costs_one_quick_read(engine: Engine) -> None:
 
 @picks_its_databases
 def test_a_database_made_before_migrations_is_stamped_and_keeps_its_data(engine: Engine) -> None:
-    # What make_session_factory did before there were migrations.
-    model_metadata().create_all(engine)
+    # What make_session_factory's create_all made before there were migrations: the
+    # baseline's tables, without the alembic_version table.
+    with engine.begin() as connection:
+        command.upgrade(migration_config(connection), BASELINE_REVISION)
+        connection.execute(text("DROP TABLE alembic_version"))
     with Session(engine) as session, session.begin():
         session.add(Document(id="d1", filename="a.md", extension=".md", sha256="0" * 64,
                              size_bytes=3))  # fmt: skip

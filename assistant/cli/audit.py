@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from assistant.accounts import Principal
+from assistant.audit_search import AuditFilters
 from assistant.cli.common import core_errors, open_services
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def audit_export(
     details = {**span, "format": fmt, "output": str(output or "-")}
     if output is None:
         _audit_cli_action(log, "audit.export", details)  # before any record is shown
-        log.export(sys.stdout, fmt, start, end)
+        log.export(sys.stdout, fmt, AuditFilters(since=start, until=end))
         return
     try:  # the export holds personal data: readable by the owner only
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -91,5 +92,5 @@ def audit_export(
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from exc
     with open(fd, "w", encoding="utf-8", newline="") as out:
         _audit_cli_action(log, "audit.export", details)
-        count = log.export(out, fmt, start, end)
+        count = log.export(out, fmt, AuditFilters(since=start, until=end))
     click.echo(f"exported {count} records to {output}", err=True)
