@@ -208,6 +208,12 @@ class AccessService(AuditedService):
                 for c in session.scalars(query.order_by(Collection.name))
             ]
 
+    def readers_of(self, name: str) -> tuple[str, ...]:
+        """The groups that may read a collection (NotFound if there is none)."""
+        self._ensure_default()
+        with self.sessions() as session:
+            return tuple(group.name for group in _collection(session, name).readers)
+
     def collection_names(self) -> list[str]:
         self._ensure_default()
         with self.sessions() as session:

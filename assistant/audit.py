@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -162,6 +163,22 @@ class AuditLog(AuditSearch):
         moved = {"hash": head_hash, "checkpoint_seq": seq, "checkpoint_at": checkpoint.created_at}
         db.execute(MOVE_HEAD, moved)
         return checkpoint
+
+    def check_writable(self) -> None:
+        """Readiness: the head row can be locked for writing within the busy timeout (then
+        let go), as every append does. Raises AuditError."""
+        with _fail_closed("lock the audit head for writing"), self._sessions() as session:
+            session.connection().execute(LOCK_HEAD, {"step": 0})
+            session.rollback()
+
+    def check_signing(self) -> None:
+        """Readiness: the signing key signs and the signed head's folder is writable."""
+        with _fail_closed("sign with the audit key"):
+            self._checkpoints.sign_head(0, GENESIS, "")
+            folder = self._settings.head_file.parent
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise AuditError(f"{folder} is not writable")
 
     # -- verifying ------------------------------------------------------------------------
     def verify(self) -> VerifyResult:

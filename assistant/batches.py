@@ -102,6 +102,7 @@ def expand(filename: str, data: bytes, limits: LimitSettings) -> Iterator[Upload
 class BatchProgress:
     batch_id: str
     documents: list[Document] = field(default_factory=list)
+    rejected: list[RejectedUpload] = field(default_factory=list)  # shown to admins only
 
     @property
     def counts(self) -> dict[str, int]:
@@ -134,10 +135,13 @@ class BatchProgress:
             "eta_seconds": self.eta_seconds,
             "counts": self.counts,
             "documents": [d.to_dict() for d in self.documents],
+            "rejected": [r.to_dict() for r in self.rejected],
         }
 
 
-def progress(batch_id: str, documents: Sequence[Document]) -> BatchProgress:
-    if not documents:
+def progress(
+    batch_id: str, documents: Sequence[Document], rejected: Sequence[RejectedUpload] = ()
+) -> BatchProgress:
+    if not documents and not rejected:
         raise NotFound(f"no batch {batch_id}")
-    return BatchProgress(batch_id, list(documents))
+    return BatchProgress(batch_id, list(documents), list(rejected))

@@ -155,16 +155,27 @@ class IngestJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-def make_engine(url: str) -> Engine:
+# How long a statement waits for a lock unless told otherwise (the web is told less: the
+# settings' database_busy_seconds).
+DEFAULT_BUSY_SECONDS = 30.0
+# A migration waits this long for another process's migration, whatever the busy timeout.
+MIGRATION_WAIT_MS = 600_000
+
+
+def make_engine(url: str, busy_seconds: float = DEFAULT_BUSY_SECONDS) -> Engine:
+    """`busy_seconds`: how long a statement waits for a lock before it fails
+    (OperationalError): SQLite's busy timeout, PostgreSQL's lock_timeout."""
     try:
-        return _create_engine(url)
+        return _create_engine(url, busy_seconds)
     except (ArgumentError, ImportError) as exc:
         raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, busy_seconds: float) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": busy_seconds, "check_same_thread": False}
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -177,7 +188,8 @@ def _create_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    lock_timeout = f"-c lock_timeout={int(busy_seconds * 1000)}"
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": lock_timeout})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
@@ -282,19 +294,23 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
         if connection.dialect.name != "sqlite":
             with connection.begin():
                 if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {MIGRATION_WAIT_MS}")
                     connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 yield connection
             return
         # Off for the copy-and-swap of batch ALTERs, which must not cascade deletes; the
         # pragma cannot change inside a transaction, so before BEGIN, and on again after.
+        busy = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_MS}")
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits for the busy timeout
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits for another migration
             yield connection
             connection.commit()
         finally:
             connection.rollback()
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={int(busy or 0)}")
 
 
 def _stamp_if_premigration(connection: Connection) -> bool:

@@ -193,6 +193,14 @@ class DocumentService:
                 raise NotFound(f"no document {document_id}")
             return document
 
+    def filenames(self, document_ids: Sequence[str]) -> dict[str, str]:
+        """Document id -> file name, for the ids that still exist (e.g. in audit records)."""
+        if not document_ids:
+            return {}
+        query = select(Document.id, Document.filename).where(Document.id.in_(set(document_ids)))
+        with self.sessions() as session:
+            return {row.id: row.filename for row in session.execute(query)}
+
     def text(self, document_id: str, scope: Scope = None) -> str:
         with self.sessions() as session:
             document = session.get(Document, document_id)

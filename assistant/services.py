@@ -92,7 +92,8 @@ def build_services(
     """Models load on first use (once per process), not here."""
     settings = settings or load_settings()
     settings.ensure_dirs()
-    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    engine = make_engine(settings.sqlalchemy_url, settings.database_busy_seconds)
+    sessions = make_session_factory(engine)
     embedder = embedder or SentenceTransformerEmbedder(
         settings.embedding_model_path,
         settings.embedding_batch_size,

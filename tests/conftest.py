@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -86,10 +87,18 @@ def client(app: Flask) -> FlaskClient:
 
 def sign_in(client: FlaskClient, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
     """Sign in through the login form; later requests carry the session's CSRF token."""
-    response = client.post("/login", data={"username": username, "password": password})
+    response = post_login(client, username=username, password=password)
     assert response.status_code == 303, response.get_data(as_text=True)
     with client.session_transaction() as session:
         client.environ_base["HTTP_X_CSRF_TOKEN"] = session["csrf_token"]
+
+
+def post_login(client: FlaskClient, headers: dict[str, str] | None = None, **form: str) -> Any:
+    """POST /login as the sign-in form does: with the CSRF token the form page gave."""
+    client.get("/login", headers=headers)
+    with client.session_transaction() as session:
+        token = session["csrf_token"]
+    return client.post("/login", data={"csrf_token": token, **form}, headers=headers)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from assistant.accounts import Principal
 from assistant.services import Services
-from tests.conftest import RecordingQueue, sign_in
+from tests.conftest import RecordingQueue, post_login, sign_in
 from web import create_app
 
 PASSWORD = "a staff password 12"
@@ -170,7 +170,7 @@ def test_signed_out_requests_go_to_the_login_page_or_get_401(app: Flask) -> None
 
 def test_session_cookie_flags(app: Flask) -> None:
     client = app.test_client()
-    response = client.post("/login", data={"username": "alice", "password": PASSWORD})
+    response = post_login(client, username="alice", password=PASSWORD)
     cookie = response.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert PASSWORD not in cookie
@@ -179,13 +179,9 @@ def test_session_cookie_flags(app: Flask) -> None:
 def test_login_redirect_stays_on_this_site(app: Flask) -> None:
     client = app.test_client()
     for target in ("//evil.example/x", "https://evil.example/", "javascript:alert(1)"):
-        response = client.post(
-            "/login", data={"username": "alice", "password": PASSWORD, "next": target}
-        )
+        response = post_login(client, username="alice", password=PASSWORD, next=target)
         assert response.headers["Location"] == "/"
-    response = client.post(
-        "/login", data={"username": "alice", "password": PASSWORD, "next": "/documents"}
-    )
+    response = post_login(client, username="alice", password=PASSWORD, next="/documents")
     assert response.headers["Location"] == "/documents"
 
 
@@ -218,16 +214,16 @@ def test_the_sixth_failed_login_in_a_minute_gets_429_and_is_audited(
 ) -> None:
     client = app.test_client()
     for _ in range(5):
-        response = client.post("/login", data={"username": "alice", "password": "wrong guess!"})
+        response = post_login(client, username="alice", password="wrong guess!")
         assert response.status_code == 401
         assert "wrong user name or password" in response.get_data(as_text=True)
-    response = client.post("/login", data={"username": "alice", "password": PASSWORD})
+    response = post_login(client, username="alice", password=PASSWORD)
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
     actions = [r["action"] for r in fake_services.audit_log.search(actor="user:alice")]
     assert actions.count("login.failed") == 5 and actions.count("login.throttled") == 1
     # Another account is not affected.
-    other = client.post("/login", data={"username": "bob", "password": PASSWORD})
+    other = post_login(client, username="bob", password=PASSWORD)
     assert other.status_code == 303
 
 
@@ -241,7 +237,7 @@ def test_disabled_user_loses_the_session_at_once(
 
 
 def test_login_form_bad_input(app: Flask) -> None:
-    response = app.test_client().post("/login", data={"username": "", "password": ""})
+    response = post_login(app.test_client(), username="", password="")
     assert response.status_code == 400
     assert "enter your user name and password" in response.get_data(as_text=True)
 
@@ -393,9 +389,9 @@ def test_the_client_address_comes_from_a_trusted_proxy_only(
     forwarded = {"X-Forwarded-For": "10.1.2.3"}
     login = {"username": "alice", "password": PASSWORD}
     direct = create_app(services=fake_services, task_sender=RecordingQueue()).test_client()
-    direct.post("/login", data=login, headers=forwarded)
+    post_login(direct, headers=forwarded, **login)
     behind_nginx = fake_services.settings.model_copy(update={"trusted_proxies": 1})
     proxied = create_app(behind_nginx, fake_services, RecordingQueue()).test_client()
-    proxied.post("/login", data=login, headers=forwarded)
+    post_login(proxied, headers=forwarded, **login)
     clients = [r["client"] for r in fake_services.audit_log.search(action="login")]
     assert clients == ["10.1.2.3", "127.0.0.1"]  # newest first; a forged header is ignored

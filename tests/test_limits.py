@@ -21,11 +21,13 @@ from flask.testing import FlaskClient
 from assistant.accounts import Principal
 from assistant.embedding import HashingEmbedder
 from assistant.generation import ExtractiveFakeGenerator, Prompt
+from assistant.refusals import RefusalLog
 from assistant.services import Services, build_services
 from assistant.settings import GeneratorSettings, LoadSettings, Settings
 from tests.conftest import RecordingQueue, sign_in, wait_until
 from web import create_app
 from web.limits import EXTENSION, AnswerSlots, LoadControl, RateLimiter, Refused
+from web.refusals import EXTENSION as REFUSALS
 
 GUIDE = (
     b"# Travel policy\n\nHotel costs are refunded up to 140 euros per night. "
@@ -77,6 +79,11 @@ def signed_in(app: Flask, username: str = "admin", **environ: str) -> FlaskClien
     else:
         sign_in(client, username, STAFF_PASSWORD)
     return client
+
+
+def refusal_log(app: Flask) -> RefusalLog:
+    log: RefusalLog = app.extensions[REFUSALS]
+    return log
 
 
 def refusals(app: Flask) -> list[dict[str, Any]]:
@@ -229,10 +236,16 @@ def test_a_user_over_the_rate_limit_gets_429_and_it_is_audited(settings: Setting
     assert by_token.status_code == 429
     other = signed_in(app, "sam").post("/api/ask", json={"question": QUESTION})
     assert other.status_code == 200 and "event: answer" in other.text
-    records = refusals(app)
-    assert sorted(r["details"]["question"] for r in records) == sorted([QUESTION, "One too many?"])
-    assert {r["details"]["reason"] for r in records} == {"rate_limit"}
-    assert {r["actor_id"] for r in records} == {"user:admin"}
+    # The first refusal is recorded at once; repeats in its minute become one record.
+    [first] = refusals(app)
+    assert first["details"]["question"] == "One too many?"
+    refusal_log(app).flush(everything=True)
+    summary, first = refusals(app)
+    assert summary["details"]["repeats"] == 1
+    assert [s["question"] for s in summary["details"]["samples"]] == [QUESTION]
+    reasons = [first["details"]["reason"], *(s["reason"] for s in summary["details"]["samples"])]
+    assert reasons == ["rate_limit", "rate_limit"]
+    assert {r["actor_id"] for r in (first, summary)} == {"user:admin"}
 
 
 def test_bad_questions_are_audited_as_refused(settings: Settings) -> None:
@@ -322,7 +335,7 @@ def test_metrics_are_for_admins_and_local_scrapers_only(settings: Settings) -> N
 
 
 # -- /readyz -----------------------------------------------------------------------------------
-READY = {"database": "ok", "broker": "ok", "vector_store": "ok", "model": "ok"}
+READY = {"database": "ok", "audit": "ok", "broker": "ok", "vector_store": "ok", "model": "ok"}
 
 
 def readyz(app: Flask) -> tuple[int, dict[str, str]]:

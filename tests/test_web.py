@@ -182,19 +182,35 @@ def test_oversized_request_is_a_clear_413(settings: Settings) -> None:
 
 
 # -- the HTML upload form -----------------------------------------------------------------
-def test_form_upload_flashes_a_message_per_file(client: FlaskClient, queue: RecordingQueue) -> None:
-    response = upload(client, ("guide.md", GUIDE), ("photo.png", b"\x89PNG"), url="/documents")
+def test_form_upload_shows_one_banner_and_keeps_rejected_files_on_the_batch_page(
+    client: FlaskClient, queue: RecordingQueue
+) -> None:
+    """Issue 14, item 17: rejected files vanished after their banner, and banners stacked."""
+    files = [("guide.md", GUIDE), ("photo.png", b"\x89PNG"), ("empty.txt", b"")]
+    response = upload(client, *files, url="/documents")
     assert response.status_code == 303
     # Accepted files lead to the batch page, which follows their progress.
     batch_page = response.headers["Location"]
     assert batch_page.startswith("/batches/")
     page = client.get(batch_page).get_data(as_text=True)
-    assert "guide.md: accepted and queued for indexing" in page
-    assert "photo.png: unsupported file type (.png)" in page
+    assert page.count('class="flash flash-success"') == 1
+    assert "1 file(s) accepted and queued for indexing, 2 rejected" in page
+    # Item 15: nobody may read `default` yet, and the admin is told so.
+    assert page.count('class="flash flash-warning"') == 1
+    assert "no group may read the collection &#39;default&#39;" in page
     assert 'data-status="queued"' in page and "0 of 1 done" in page
     assert len(queue.sent) == 1
-    # Flash messages are shown once.
-    assert "accepted and queued" not in client.get("/documents").get_data(as_text=True)
+    # The rejected files stay on the batch page, with their reasons, after the banner.
+    again = client.get(batch_page).get_data(as_text=True)
+    assert "accepted and queued" not in again  # the banner is shown once
+    assert "photo.png: unsupported file type (.png)" in again
+    assert "empty.txt: the file is empty" in again
+    rejected = client.get(f"/api{batch_page}").json["rejected"]
+    assert [r["filename"] for r in rejected] == ["photo.png", "empty.txt"]
+    # An upload with nothing accepted has its batch page too.
+    only_bad = upload(client, ("tool.exe", b"MZ"), url="/documents")
+    page = client.get(only_bad.headers["Location"]).get_data(as_text=True)
+    assert "tool.exe: unsupported file type" in page and "No file of this batch" in page
 
 
 def test_form_upload_without_files(client: FlaskClient) -> None:

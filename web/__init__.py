@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings
+from web.bounds import MULTIPART_OVERHEAD, UPLOAD_BATCH_FACTOR, init_bounds
 from web.errors import register_error_handlers
 from web.formatting import human_size, short_time
 from web.state import EXTENSION, WebState
@@ -24,11 +25,8 @@ from web.tasks import IngestQueue, TaskSender
 
 logger = logging.getLogger(__name__)
 
-# A multi-file upload may carry this many files of the per-file limit in one request.
-UPLOAD_BATCH_FACTOR = 20
-# Room for the multipart headers of a batch on top of the files themselves.
-MULTIPART_OVERHEAD = 64 * 1024
 SECRET_KEY_FILE = "web-secret-key"
+__all__ = ["MULTIPART_OVERHEAD", "UPLOAD_BATCH_FACTOR", "create_app"]
 
 
 def create_app(
@@ -45,15 +43,13 @@ def create_app(
         task_sender = TaskSender(settings)
 
     app = Flask(__name__)
-    per_file = settings.limits.max_upload_bytes
     app.config.update(
         SECRET_KEY=load_secret_key(settings.resolved_data_dir / SECRET_KEY_FILE),
-        MAX_CONTENT_LENGTH=per_file * UPLOAD_BATCH_FACTOR + MULTIPART_OVERHEAD,
-        ASSISTANT_MAX_UPLOAD_BYTES=per_file,
+        ASSISTANT_MAX_UPLOAD_BYTES=settings.limits.max_upload_bytes,
         ASSISTANT_MAX_QUESTION_CHARS=settings.limits.max_question_chars,
         ASSISTANT_ACCOUNTS=settings.accounts,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    init_bounds(app, settings.limits)
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
@@ -65,9 +61,11 @@ def create_app(
     from web.auth import init_auth
     from web.limits import init_limits
     from web.metrics import init_metrics
+    from web.refusals import init_refusals
     from web.security import init_security
 
     init_security(app)
+    init_refusals(app, services.audit)
     init_auth(app)
     init_limits(app, settings.load)
     init_metrics(app)

@@ -29,6 +29,7 @@ from assistant.services import Services
 from web.auth import audit, principal, scope
 from web.limits import Lease, Refused, load_control
 from web.metrics import Metrics, metrics
+from web.refusals import refuse
 from web.state import services
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,13 @@ def ask() -> Response | tuple[Response, int]:
     collections = scope()
     control = load_control()
     try:
-        control.rate.check(principal().actor)
+        mark = control.rate.check(principal().actor)
+    except Refused as exc:
+        return _refused(question, exc)
+    try:
         lease = control.slots.acquire()
     except Refused as exc:
+        control.rate.give_back(principal().actor, mark)  # refused: not counted (issue 14)
         return _refused(question, exc)
     try:
         events = _events(services(), metrics(), question, collections, lease, arrived)
@@ -78,6 +83,8 @@ def _question() -> str:
             raise InvalidInput('the request body is not a JSON object like {"question": "..."}')
         if not isinstance(raw, str):
             raise InvalidInput('"question" must be a string')
+        if any("\ud800" <= ch <= "\udfff" for ch in raw):  # JSON may escape a lone surrogate
+            raise InvalidInput("the question holds a character that is not text (a surrogate)")
         return validate_question(raw, current_app.config["ASSISTANT_MAX_QUESTION_CHARS"])
     except InvalidInput as exc:
         metrics().question("refused", "invalid")
@@ -90,7 +97,8 @@ def _question() -> str:
 def _refused(question: str, exc: Refused) -> tuple[Response, int]:
     metrics().question("refused", exc.reason)
     details = {"reason": exc.reason, "status": exc.status, "retry_after": exc.retry_after}
-    audit("question.refused", {**details, "question": question})
+    # Repeats within a minute become one record (issue 14).
+    refuse("question.refused", {**details, "question": question}, kind=exc.reason)
     response = jsonify(error=str(exc), reason=exc.reason, retry_after=exc.retry_after)
     response.headers["Retry-After"] = str(exc.retry_after)
     return response, exc.status

@@ -1,6 +1,7 @@
-"""Sign-in and the rules every request passes through: who is asking (session cookie or API
-token), CSRF protection for cookie-authenticated changes, role checks, and the request id
-that every audit record of the request carries."""
+"""Sign-in and the rules every request passes through: who is asking (a server-side session
+named by the cookie, or an API token), CSRF protection for cookie-authenticated changes and
+for the sign-in form itself, role checks, the body limit of the route, and the request id
+that every audit record of the request carries. Refusals are audited (web.refusals)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ from flask import (
 from assistant.accounts import InvalidCredentials, LoginThrottled, Principal
 from assistant.documents import Scope
 from assistant.services import request_context
+from web.bounds import allow_upload
 from web.errors import error_response, wants_json
+from web.refusals import deny, refuse
 from web.state import services
 
 bp = Blueprint("auth", __name__)
@@ -47,6 +50,8 @@ PUBLIC_ENDPOINTS = {
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+SESSION_ID = "sid"  # the cookie's key for the server-side session's id
+CSRF_FAILED = "the form expired or did not come from this site; reload it"
 
 
 def principal() -> Principal:
@@ -92,10 +97,10 @@ def _identify() -> Principal | None:
     if token is not None:
         g.via_token = True
         return services().accounts.principal_for_token(token)
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+    session_id = session.get(SESSION_ID)
+    if not isinstance(session_id, str):
         return None
-    return services().accounts.get_principal(user_id)
+    return services().accounts.principal_for_session(session_id)
 
 
 def _csrf_ok() -> bool:
@@ -112,11 +117,14 @@ def _before_request() -> Response | tuple[Response | str, int] | None:
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return None
     if g.principal is None:
+        deny(401, "not signed in" if not g.via_token else "unknown or revoked API token")
         if wants_json() or g.via_token:
             return error_response("sign in first, or send a valid API token", 401)
         return redirect(url_for("auth.login_form", next=request.full_path))
+    allow_upload(g.principal.role == "admin")
     if request.method not in SAFE_METHODS and not g.via_token and not _csrf_ok():
-        return error_response("the form expired or did not come from this site; reload it", 400)
+        refuse("csrf.failed", {"method": request.method, "path": request.path[:512]})
+        return error_response(CSRF_FAILED, 400)
     return None
 
 
@@ -142,15 +150,22 @@ def login_form() -> str:
 
 @bp.post("/login")
 def login() -> Response | tuple[Response | str, int]:
+    """The session is issued only once the sign-in's audit record is committed."""
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
+    if not _csrf_ok():  # a sign-in form from another site (login CSRF)
+        refuse("csrf.failed", {"path": request.path, "username": username[:64]})
+        return _login_failed(CSRF_FAILED, 400, username)
     if not username or not password:
         return _login_failed("enter your user name and password", 400, username)
-    accounts = services().accounts
+    accounts, anonymous = services().accounts, _anonymous(username)
     try:
         user = accounts.authenticate(username, password, request.remote_addr)
     except LoginThrottled as exc:
-        services().audit(_anonymous(username), "login.throttled", {"username": username})
+        for counter in exc.locked:  # once, when this attempt crossed a limit
+            services().audit(anonymous, "login.locked", {"username": username, "counter": counter})
+        g.principal = anonymous
+        refuse("login.throttled", {"username": username}, kind=username[:64])
         response, status = _login_failed(
             f"too many failed sign-ins; try again in {exc.retry_after} s", 429, username
         )
@@ -158,14 +173,15 @@ def login() -> Response | tuple[Response | str, int]:
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except InvalidCredentials:
-        services().audit(_anonymous(username), "login.failed", {"username": username})
+        services().audit(anonymous, "login.failed", {"username": username})
         return _login_failed("wrong user name or password", 401, username)
+    g.principal = user
+    audit("login")  # fail closed: no record, no session (AuditError: 503, no cookie)
+    session_id = accounts.start_session(user.user_id or 0)
     session.clear()
     session.permanent = True
-    session["user_id"] = user.user_id
+    session[SESSION_ID] = session_id
     csrf_token()
-    g.principal = user
-    audit("login")
     return redirect(safe_next(request.form.get("next")), code=303)
 
 
@@ -183,6 +199,9 @@ def _login_failed(message: str, status: int, username: str) -> tuple[Response | 
 @bp.post("/logout")
 def logout() -> Response:
     audit("logout")
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        services().accounts.end_session(session_id)
     session.clear()
     return redirect(url_for("auth.login_form"), code=303)
 
@@ -195,6 +214,9 @@ def init_auth(app: Flask) -> None:
         SESSION_COOKIE_SECURE=accounts.secure_cookies,
         SESSION_COOKIE_NAME="assistant_session",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=accounts.session_hours),
+        # The session ends at its absolute expiry (kept in the database); the cookie is not
+        # renewed by each request.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
     app.before_request(_before_request)
     app.after_request(_after_request)

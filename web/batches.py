@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, url_for
 
-from assistant.batches import BatchProgress, progress
+from assistant.batches import BatchProgress, progress, rejected_in
 from assistant.db import DocumentStatus
 from web.auth import principal, require_role, scope
 from web.documents import requeue
@@ -15,7 +15,11 @@ bp = Blueprint("batches", __name__)
 
 
 def _progress(batch_id: str) -> BatchProgress:
-    return progress(batch_id, services().documents.batch(batch_id, scope()))
+    """The files the reader may see; for admins also those refused before storage."""
+    current = services()
+    is_admin = principal().role == "admin"
+    rejected = rejected_in(current.sessions, batch_id) if is_admin else []
+    return progress(batch_id, current.documents.batch(batch_id, scope()), rejected)
 
 
 @bp.get("/batches/<batch_id>")

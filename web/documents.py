@@ -20,8 +20,8 @@ from flask import (
 from werkzeug.datastructures import FileStorage
 
 from assistant.access import DEFAULT_COLLECTION
-from assistant.batches import expand, new_batch_id
-from assistant.db import Document
+from assistant.batches import RejectedUpload, Upload, expand, keep_rejected, new_batch_id
+from assistant.db import Document, DocumentStatus
 from assistant.errors import InvalidInput, NotFound
 from web.auth import audit, principal, require_role, safe_next, scope
 from web.state import services, tasks
@@ -36,15 +36,24 @@ NO_FILES = f'choose one or more files to upload (form field "{UPLOAD_FIELD}")'
 @dataclass
 class UploadResult:
     batch_id: str
+    collection: str
     accepted: list[Document] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "batch_id": self.batch_id,
             "accepted": [d.to_dict() for d in self.accepted],
             "rejected": self.rejected,
+            "warning": self.warning,
         }
+
+    def reject(self, filename: str, error: str) -> None:
+        """Refused before storage: audited, and kept with the batch for its page."""
+        self.rejected.append({"filename": filename, "error": error})
+        details = {"filename": filename, "error": error, "collection": self.collection}
+        audit("document.rejected", {**details, "batch_id": self.batch_id})
 
 
 def chosen_collection() -> str:
@@ -56,32 +65,54 @@ def chosen_collection() -> str:
 
 def store_uploads(uploads: list[FileStorage], collection: str) -> UploadResult:
     """Store and enqueue each file (or each file inside a .zip) on its own, as one batch:
-    a rejected file never loses the others. Each stored file is audited before it is
-    queued; an audit failure stops the batch."""
-    result = UploadResult(new_batch_id())
+    a rejected file never loses the others. Every file of every archive is read and checked
+    first, then stored, so a damaged entry cannot leave the batch half stored. Each stored
+    file is audited before it is queued, each rejected one too; an audit failure stops the
+    batch."""
+    result = UploadResult(new_batch_id(), collection, warning=unread_warning(collection))
     limits = services().settings.limits
-    for upload in uploads:
-        for item in expand(upload.filename or "unnamed", upload.read(), limits):
+    items: list[Upload] = [
+        item
+        for upload in uploads
+        for item in expand(upload.filename or "unnamed", upload.read(), limits)
+    ]
+    try:
+        for item in items:
             if item.data is None:
-                result.rejected.append({"filename": item.filename, "error": item.error or ""})
+                result.reject(item.filename, item.error or "")
             else:
-                store_one(item.filename, item.data, collection, result)
+                store_one(item.filename, item.data, result)
+    finally:
+        rows = [RejectedUpload(batch_id=result.batch_id, collection=collection, **r)
+                for r in result.rejected]  # fmt: skip
+        keep_rejected(services().sessions, rows)
     return result
 
 
-def store_one(filename: str, data: bytes, collection: str, result: UploadResult) -> None:
+def store_one(filename: str, data: bytes, result: UploadResult) -> None:
     try:
-        document = services().upload(principal(), filename, data, collection, result.batch_id)
+        document = services().upload(
+            principal(), filename, data, result.collection, result.batch_id
+        )
     except InvalidInput as exc:
-        result.rejected.append({"filename": filename, "error": str(exc)})
+        result.reject(filename, str(exc))
         return
     except OSError:
         logger.exception("could not store upload %s", filename)
-        error = f"{filename}: the server could not store the file; try again"
-        result.rejected.append({"filename": filename, "error": error})
+        result.reject(filename, f"{filename}: the server could not store the file; try again")
         return
     tasks().send_ingest(document.id)
     result.accepted.append(document)
+
+
+def unread_warning(collection: str) -> str | None:
+    """A collection that no group may read: staff will not see what goes into it."""
+    if services().access.readers_of(collection):
+        return None
+    return (
+        f"no group may read the collection {collection!r}, so staff will not see these files "
+        "(admins do); choose its reader groups on the Admin page"
+    )
 
 
 def requeue(document_id: str) -> Document:
@@ -118,16 +149,20 @@ def page() -> str:
         counts=documents.counts(readable),
         max_upload=current_app.config["ASSISTANT_MAX_UPLOAD_BYTES"],
         is_admin=is_admin,
-        collections=services().access.collection_names(),
+        collections=services().access.list_collections() if is_admin else [],
+        default_collection=DEFAULT_COLLECTION,
     )
 
 
 @bp.get("/documents/<document_id>/download")
 def download(document_id: str) -> Response:
+    """Staff download current, indexed files only: one that failed its checks (or is not yet
+    checked) may be anything, so only admins get it, and always as an attachment."""
     documents = services().documents
     document = documents.get(document_id, scope())
-    if not document.current and principal().role != "admin":
-        raise NotFound(f"no document {document_id}")  # older versions: admins only
+    checked = document.current and document.status == DocumentStatus.INDEXED
+    if not checked and principal().role != "admin":
+        raise NotFound(f"no document {document_id}")  # older or unchecked: admins only
     audit("document.download", document.described())
     return send_file(
         documents.original_path(document.id),
@@ -143,14 +178,17 @@ def upload_form() -> Response:
     uploads = chosen_files()
     if not uploads:
         flash(NO_FILES, "error")
+        return redirect(url_for("documents.page"), code=303)
     result = store_uploads(uploads, chosen_collection())
-    for document in result.accepted:
-        flash(f"{document.filename}: accepted and queued for indexing", "success")
-    for rejected in result.rejected:
-        flash(rejected["error"], "error")
-    if result.accepted:
-        return redirect(url_for("batches.page", batch_id=result.batch_id), code=303)
-    return redirect(url_for("documents.page"), code=303)
+    # One banner per upload; the batch page lists every file, rejected ones included.
+    accepted, rejected = len(result.accepted), len(result.rejected)
+    summary = f"{accepted} file(s) accepted and queued for indexing"
+    if rejected:
+        summary += f", {rejected} rejected (the reasons are listed below)"
+    flash(summary, "error" if rejected and not accepted else "success")
+    if result.warning:
+        flash(result.warning, "warning")
+    return redirect(url_for("batches.page", batch_id=result.batch_id), code=303)
 
 
 @bp.post("/documents/<document_id>/reingest")

@@ -1,10 +1,13 @@
-"""Translate core errors and HTTP errors into JSON (under /api/) or a rendered error page."""
+"""Translate core errors and HTTP errors into JSON (under /api/) or a rendered error page.
+Denied accesses (403, 404) are audited on the way (web.refusals); a database that is locked
+or does not answer is a 503 with a reason, at once."""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from assistant.errors import (
@@ -17,7 +20,9 @@ from assistant.errors import (
     NotFound,
     Unavailable,
 )
+from web.bounds import UPLOAD_ENDPOINTS
 from web.formatting import human_size
+from web.refusals import deny
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,8 @@ def status_for(exc: AssistantError) -> int:
 
 def _assistant_error(exc: AssistantError) -> tuple[Response | str, int]:
     status = status_for(exc)
+    if status == 404:
+        deny(404, str(exc))
     if isinstance(exc, AuditError):
         # Fail closed: nothing is done or shown that the audit log cannot record.
         logger.error("audit write failed on %s %s: %s", request.method, request.path, exc)
@@ -76,7 +83,10 @@ def _assistant_error(exc: AssistantError) -> tuple[Response | str, int]:
 
 
 def too_large_message() -> str:
-    total = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.endpoint not in UPLOAD_ENDPOINTS:
+        total = current_app.config["MAX_CONTENT_LENGTH"]
+        return f"the request is larger than {human_size(total)}, the limit for this page"
+    total = current_app.config["ASSISTANT_MAX_UPLOAD_BATCH_BYTES"]
     per_file = current_app.config["ASSISTANT_MAX_UPLOAD_BYTES"]
     return (
         f"the upload is larger than {human_size(total)} in total; send fewer or smaller files "
@@ -91,7 +101,20 @@ def _too_large(_: RequestEntityTooLarge) -> tuple[Response | str, int]:
 def _http_error(exc: HTTPException) -> tuple[Response | str, int] | HTTPException:
     if exc.code is None or exc.code < 400:
         return exc  # redirects and the like pass through
+    if exc.code in (403, 404):
+        deny(exc.code, exc.description or exc.name)
     return error_response(exc.description or exc.name, exc.code)
+
+
+def _database_unavailable(exc: OperationalError) -> tuple[Response | str, int]:
+    """Locked past ASSISTANT_DATABASE_BUSY_SECONDS, or down: say so now, not after 30 s."""
+    logger.error("database error on %s %s: %s", request.method, request.path, exc.orig)
+    response, status = error_response(
+        "the database is busy or does not answer, so this was not done; try again soon", 503
+    )
+    response = current_app.make_response((response, status))
+    response.headers["Retry-After"] = "5"
+    return response, status
 
 
 def _unexpected(exc: Exception) -> tuple[Response | str, int]:
@@ -102,5 +125,6 @@ def _unexpected(exc: Exception) -> tuple[Response | str, int]:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AssistantError, _assistant_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

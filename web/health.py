@@ -1,5 +1,7 @@
 """`GET /healthz`: the process answers and so does the database (liveness).
-`GET /readyz`: the database, the broker, the vector store and the model are all ready.
+`GET /readyz`: the database (a read, and a write lock on the audit head as every audited
+request takes), the audit log (its signing key and folder), the broker, the vector store and
+the model are all ready.
 
 Neither needs a sign-in, so they reveal nothing else: each part is "ok" or a short fixed
 reason; the details go to the server log."""
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.engine import make_url
 
+from assistant.errors import AuditError
 from assistant.generation import PACKAGED_FILES, LlamaGenerator
 from assistant.services import Services
 from web.state import services
@@ -46,6 +49,7 @@ def readyz() -> tuple[Response, int]:
     current = services()
     checks = {
         "database": check_database,
+        "audit": check_audit,
         "broker": check_broker,
         "vector_store": check_vector_store,
         "model": check_model,
@@ -75,6 +79,19 @@ def check_database(current: Services) -> None:
         logger.error("readiness: the database file %s is missing", file)
         raise NotReady("the database file is missing")
     current.documents.counts()
+    try:
+        current.audit_log.check_writable()
+    except AuditError as exc:
+        logger.error("readiness: %s", exc)
+        raise NotReady("the database cannot be written (locked or read-only)") from exc
+
+
+def check_audit(current: Services) -> None:
+    try:
+        current.audit_log.check_signing()
+    except AuditError as exc:
+        logger.error("readiness: %s", exc)
+        raise NotReady("the audit log cannot be signed or written") from exc
 
 
 def check_broker(current: Services) -> None:

@@ -102,8 +102,9 @@ class RateLimiter:
         self._asked: defaultdict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def check(self, user: str) -> None:
-        """Count one question by `user`, or raise Refused(429) if the window is full."""
+    def check(self, user: str) -> float:
+        """Count one question by `user`, or raise Refused(429) if the window is full.
+        Returns the question's mark, for `give_back`."""
         now = self.clock()
         with self._lock:
             asked = self._asked[user]
@@ -117,6 +118,15 @@ class RateLimiter:
                 )
                 raise Refused(429, "rate_limit", retry_after, message)
             asked.append(now)
+        return now
+
+    def give_back(self, user: str, mark: float) -> None:
+        """A question refused after it was counted (no capacity: 503) does not use up the
+        user's quota."""
+        with self._lock:
+            asked = self._asked.get(user)
+            if asked is not None and mark in asked:
+                asked.remove(mark)
 
 
 @dataclass(frozen=True)

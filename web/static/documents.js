@@ -27,9 +27,12 @@
     const name = DocumentRows.nameCell(doc, table.dataset.source);
     const status = DocumentRows.statusCell(doc);
     const actions = el("td", "nowrap");
-    const download = el("a", "button link", "Download");
-    download.href = table.dataset.download.replace("DOC", encodeURIComponent(doc.id));
-    actions.append(download);
+    // Staff download checked files only; admins also failed or older ones (as attachments).
+    if (table.dataset.admin || (doc.status === "indexed" && doc.current)) {
+      const download = el("a", "button link", "Download");
+      download.href = table.dataset.download.replace("DOC", encodeURIComponent(doc.id));
+      actions.append(download);
+    }
     function postButton(url, label, className, confirmText) {
       const form = el("form", "inline");
       form.method = "post";

@@ -1,0 +1,40 @@
+"""Auditing what the web refuses: denied accesses (401, 403, 404), CSRF failures, throttled
+sign-ins and questions refused for the rate limit or capacity, through one `RefusalLog` per
+process (repeats within a minute become one record; see `assistant.refusals`)."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any
+
+from flask import Flask, current_app, g, request
+
+from assistant.accounts import Principal
+from assistant.refusals import Audit, RefusalLog
+
+EXTENSION = "assistant.refusals"
+ANONYMOUS = Principal(user_id=None, username="anonymous", role="anonymous")
+
+
+def init_refusals(app: Flask, audit: Audit) -> None:
+    log = RefusalLog(audit)
+    app.extensions[EXTENSION] = log
+    atexit.register(log.flush, True)  # what was counted, when the process stops
+
+
+def refusal_log() -> RefusalLog:
+    log: RefusalLog = current_app.extensions[EXTENSION]
+    return log
+
+
+def refuse(action: str, details: dict[str, Any], kind: str = "") -> None:
+    actor = g.get("principal") or ANONYMOUS
+    refusal_log().refuse(actor, request.remote_addr, action, details, kind)
+
+
+def deny(status: int, reason: str) -> None:
+    """An access refused (401, 403, 404): who, what and why; never the content."""
+    if request.endpoint == "static":
+        return
+    details = {"status": status, "method": request.method, "path": request.path[:512]}
+    refuse("access.denied", {**details, "reason": reason[:300]}, kind=str(status))
