@@ -260,6 +260,11 @@ class Settings(BaseSettings):
         return self.audit.head_file or self.audit_dir / "head.json"
 
     @property
+    def log_dir(self) -> Path:
+        """Where `assistant serve` sends the web server's and the worker's output."""
+        return self.resolved_data_dir / "logs"
+
+    @property
     def scratch_dir(self) -> Path:
         """Temporary files of parsing (OCR page images), inside the data directory."""
         return self.resolved_data_dir / "scratch"

@@ -41,6 +41,10 @@ USERS = {
 
 @pytest.fixture
 def library(fake_services: Services) -> dict[str, Any]:
+    return make_library(fake_services)
+
+
+def make_library(fake_services: Services) -> dict[str, Any]:
     """Groups, collections, users and one indexed document per collection."""
     access, operator = fake_services.access, Principal.operator()
     for group in ("hr", "legal"):

@@ -36,5 +36,7 @@ def deny(status: int, reason: str) -> None:
     """An access refused (401, 403, 404): who, what and why; never the content."""
     if request.endpoint == "static":
         return
-    details = {"status": status, "method": request.method, "path": request.path[:512]}
-    refuse("access.denied", {**details, "reason": reason[:300]}, kind=str(status))
+    path = request.path[:512]
+    details = {"status": status, "method": request.method, "path": path}
+    # Each path refused is recorded; only repeats of the same one are counted.
+    refuse("access.denied", {**details, "reason": reason[:300]}, kind=f"{status} {path}")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -50,8 +51,34 @@ def worker(concurrency: int) -> None:
     os.execv(command[0], command)  # Celery itself then gets the signals (SIGTERM: warm stop)
 
 
-def _start(command: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, start_new_session=True)  # its own group, children too
+def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Its own process group (children too), its output appended to `log`."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            command, start_new_session=True, stdout=output, stderr=subprocess.STDOUT
+        )
+
+
+def _startup_block(settings: Settings, password: str | None, logs: dict[str, Path]) -> str:
+    """What a person starting the server needs, in one place: where, who, and the logs."""
+    url = f"http://{settings.host}:{settings.port}/"
+    if password is None:
+        secret = "the one shown on first start (or ASSISTANT_ADMIN_PASSWORD)"
+    else:
+        secret = f"{password}   (shown only this once: sign in and change it)"
+    lines = [
+        f"Document assistant running at {url}",
+        "",
+        f"  Sign in:   {url}login",
+        "  User:      admin",
+        f"  Password:  {secret}",
+        f"  Logs:      {logs['web']}",
+        f"             {logs['worker']}",
+        f"  Data:      {settings.resolved_data_dir}",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
 
 
 def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -79,7 +106,10 @@ def serve(web_workers: int, concurrency: int) -> None:
     """Run the web server and an ingestion worker; stop both with Ctrl-C. A worker that
     dies is restarted; if the web server exits, everything stops."""
     settings = current_settings()
-    open_services()  # creates the data directory and the database tables
+    services = open_services()  # creates the data directory and the database tables
+    password = services.accounts.ensure_first_admin()  # printed below, not in a log
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    logs = {name: settings.log_dir / f"{name}.log" for name in ("web", "worker")}
     commands = [_web_command(settings, web_workers), _worker_command(settings, concurrency)]
     stop = {"requested": False}
 
@@ -88,15 +118,18 @@ def serve(web_workers: int, concurrency: int) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    web, worker = _start(commands[0]), _start(commands[1])
+    web, worker = _start(commands[0], logs["web"]), _start(commands[1], logs["worker"])
     worker_started, restart_at, restarts = time.monotonic(), None, 0
     try:
-        click.echo(f"Document assistant running at http://{settings.host}:{settings.port}/")
-        click.echo(f"Data directory: {settings.resolved_data_dir}. Press Ctrl-C to stop.")
+        click.echo(_startup_block(settings, password, logs))
         while not stop["requested"]:
             now = time.monotonic()
             if web.poll() is not None:
-                click.echo(f"the web server exited with code {web.returncode}; stopping", err=True)
+                click.echo(
+                    f"the web server exited with code {web.returncode} (see {logs['web']}); "
+                    "stopping",
+                    err=True,
+                )
                 break
             if restart_at is None and worker.poll() is not None:
                 # A dead worker loses nothing: its documents are still pending in the
@@ -107,13 +140,13 @@ def serve(web_workers: int, concurrency: int) -> None:
                 delay = WORKER_RESTART_DELAYS[min(restarts, len(WORKER_RESTART_DELAYS) - 1)]
                 restarts += 1
                 click.echo(
-                    f"the ingestion worker exited with code {worker.returncode}; "
-                    f"restarting it in {delay:g} s",
+                    f"the ingestion worker exited with code {worker.returncode} "
+                    f"(see {logs['worker']}); restarting it in {delay:g} s",
                     err=True,
                 )
                 restart_at = now + delay
             if restart_at is not None and now >= restart_at:
-                worker, worker_started, restart_at = _start(commands[1]), now, None
+                worker, worker_started, restart_at = _start(commands[1], logs["worker"]), now, None
             time.sleep(0.5)
         click.echo("Stopping...")
     finally:
