@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TextIO
@@ -66,10 +66,12 @@ def _neutralise(value: object) -> object:
     return "'" + value if isinstance(value, str) and value.startswith(CSV_TRIGGERS) else value
 
 
-def csv_row(record: dict[str, Any]) -> list[object]:
+def csv_row(record: dict[str, Any], names: dict[str, str]) -> list[object]:
+    """`names`: document id -> file name, for the passages' documents."""
     details = record["details"] if isinstance(record["details"], dict) else {}
+    ids = [str(p.get("document_id")) for p in _passages(details)]
     documents = sorted(
-        {str(p.get("filename") or p.get("document_id")) for p in details.get("retrieved", [])}
+        {names.get(i, i) for i in ids}
         | ({str(details["filename"])} if details.get("filename") else set())
     )
     derived = {
@@ -81,6 +83,14 @@ def csv_row(record: dict[str, Any]) -> list[object]:
     raw = record["details"]
     full = {**record, **derived, "details": raw if isinstance(raw, str) else canonical_json(raw)}
     return [_neutralise(full.get(name)) for name in CSV_FIELDS]
+
+
+def _passages(details: dict[str, Any]) -> list[dict[str, Any]]:
+    retrieved = details.get("retrieved")
+    return [p for p in retrieved if isinstance(p, dict)] if isinstance(retrieved, list) else []
+
+
+Names = Callable[[Sequence[str]], dict[str, str]]
 
 
 class AuditSearch:
@@ -104,10 +114,15 @@ class AuditSearch:
                 return
 
     def export(
-        self, out: TextIO, fmt: Literal["jsonl", "csv"], filters: AuditFilters | None = None
+        self,
+        out: TextIO,
+        fmt: Literal["jsonl", "csv"],
+        filters: AuditFilters | None = None,
+        names: Names | None = None,
     ) -> int:
         """Write the records that match `filters` (all without), oldest first; return how
-        many."""
+        many. CSV names the passages' documents through `names` (document ids -> names)."""
+        known: dict[str, str] = {}
         if fmt not in ("jsonl", "csv"):
             raise InvalidInput(f"unknown export format {fmt!r} (use jsonl or csv)")
         writer = csv.writer(out) if fmt == "csv" else None
@@ -119,7 +134,11 @@ class AuditSearch:
                 for row in self._stream(session, (filters or AuditFilters()).where()):
                     record = to_dict(row)
                     if writer:
-                        writer.writerow(csv_row(record))
+                        details = record["details"] if isinstance(record["details"], dict) else {}
+                        ids = {str(p.get("document_id")) for p in _passages(details)} - set(known)
+                        if ids and names is not None:
+                            known |= {i: i for i in ids} | names(sorted(ids))
+                        writer.writerow(csv_row(record, known))
                     else:
                         out.write(canonical_json(record) + "\n")
                     count += 1

@@ -102,7 +102,8 @@ def export() -> Response:
         raise InvalidInput("format must be jsonl or csv")
     filters = _filters()
     buffer = io.StringIO()
-    count = services().audit_log.export(buffer, fmt, filters)  # type: ignore[arg-type]
+    current = services()
+    count = current.audit_log.export(buffer, fmt, filters, current.documents.filenames)  # type: ignore[arg-type]
     audit("audit.export", {"format": fmt, "filters": _described(filters), "records": count})
     mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
     return Response(
