@@ -98,7 +98,8 @@ def hold_write_lock(services: Services, release: threading.Event, held: threadin
         connection.close()
         return
     with engine.connect() as connection, connection.begin():
-        connection.execute(text("LOCK TABLE audit_head, login_counters IN ACCESS EXCLUSIVE MODE"))
+        tables = "audit_head, login_counters, groups"
+        connection.execute(text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
         held.set()
         release.wait(30)
 

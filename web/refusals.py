@@ -5,6 +5,7 @@ process (repeats within a minute become one record; see `assistant.refusals`).""
 from __future__ import annotations
 
 import atexit
+import weakref
 from typing import Any
 
 from flask import Flask, current_app, g, request
@@ -19,7 +20,13 @@ ANONYMOUS = Principal(user_id=None, username="anonymous", role="anonymous")
 def init_refusals(app: Flask, audit: Audit) -> None:
     log = RefusalLog(audit)
     app.extensions[EXTENSION] = log
-    atexit.register(log.flush, True)  # what was counted, when the process stops
+    atexit.register(_flush_at_exit, weakref.ref(log))  # what was counted, at the end
+
+
+def _flush_at_exit(log: weakref.ref[RefusalLog]) -> None:
+    alive = log()
+    if alive is not None:
+        alive.flush(everything=True)
 
 
 def refusal_log() -> RefusalLog:
