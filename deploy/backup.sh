@@ -1,7 +1,7 @@
 #!/bin/sh
 # Back up everything the document assistant keeps into one timestamped tar.gz with a SHA-256
 # manifest: the database, the Chroma directory, the uploaded originals, the keyword index,
-# the audit signing key and checkpoints file, and the web session key.
+# the audit signing key, checkpoints file and signed head, and the web session key.
 #
 #   deploy/backup.sh [--no-key] [DEST_DIR]       (DEST_DIR defaults to the current directory)
 #
@@ -51,6 +51,7 @@ data_dir=${ASSISTANT_DATA_DIR:-var}
 database_url=${ASSISTANT_DATABASE_URL:-}
 key_file=${ASSISTANT_AUDIT__SIGNING_KEY_PATH:-$data_dir/audit/signing-key.pem}
 checkpoint_file=${ASSISTANT_AUDIT__CHECKPOINT_FILE:-$data_dir/audit/checkpoints.jsonl}
+head_file=${ASSISTANT_AUDIT__HEAD_FILE:-$data_dir/audit/head.json}
 
 [ -d "$data_dir" ] || die "no data directory at $data_dir (set ASSISTANT_DATA_DIR)"
 [ -d "$dest" ] || die "no destination directory at $dest"
@@ -67,6 +68,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/assistant-backup.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 out=$work/$name
 mkdir "$out" "$out/audit"
+
+# 0. The audit log's signed head, before the database: the copy of the database then holds
+#    at least the records it names (a newer head would look like a truncated log).
+if [ -f "$head_file" ]; then
+    cp "$head_file" "$out/audit/head.json"
+fi
 
 # 1. The database: SQLite (the default, or a sqlite:/// URL) or PostgreSQL.
 case $database_url in

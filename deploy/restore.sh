@@ -43,6 +43,7 @@ data_dir=${ASSISTANT_DATA_DIR:-var}
 database_url=${ASSISTANT_DATABASE_URL:-}
 key_file=${ASSISTANT_AUDIT__SIGNING_KEY_PATH:-$data_dir/audit/signing-key.pem}
 checkpoint_file=${ASSISTANT_AUDIT__CHECKPOINT_FILE:-$data_dir/audit/checkpoints.jsonl}
+head_file=${ASSISTANT_AUDIT__HEAD_FILE:-$data_dir/audit/head.json}
 
 umask 077
 work=$(mktemp -d "${TMPDIR:-/tmp}/assistant-restore.XXXXXX")
@@ -117,6 +118,12 @@ done
 if [ -f "$src/audit/checkpoints.jsonl" ]; then
     mkdir -p "$(dirname "$checkpoint_file")"
     cp "$src/audit/checkpoints.jsonl" "$checkpoint_file"
+fi
+# The signed head goes with the database it was copied with (none in older archives).
+rm -f "$head_file"
+if [ -f "$src/audit/head.json" ]; then
+    mkdir -p "$(dirname "$head_file")"
+    cp "$src/audit/head.json" "$head_file"
 fi
 if [ -f "$src/audit/signing-key.pem" ]; then
     mkdir -p "$(dirname "$key_file")"

@@ -3,13 +3,7 @@ models, Debian's chromium driven by Playwright, and a real Celery worker for ing
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,22 +14,11 @@ import pytest
 from assistant.accounts import Principal
 from assistant.services import Services
 from assistant.settings import Settings
-from tests.conftest import ADMIN_PASSWORD, stop_process
+from tests.browsing import chromium, normalise, screenshot, serving, signed_in_page
+from tests.conftest import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-REPO = Path(__file__).resolve().parent.parent
-# Set to a directory to save the screenshots in docs/screenshots/ (see its README).
-SCREENSHOTS = os.environ.get("ASSISTANT_SCREENSHOTS_DIR")
 HANDBOOK = """# Staff handbook
 
 ## Annual leave
@@ -55,99 +38,21 @@ QUESTION = "How many days of annual leave does every employee receive?"
 UNANSWERABLE = "What is the boiling point of tungsten in kelvin?"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """gunicorn serving the app factory on a free port, on the test's data directory."""
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "ASSISTANT_DATA_DIR": str(settings.resolved_data_dir),
-        "ASSISTANT_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "ASSISTANT_MODEL_CACHE_DIR": str(settings.models_dir),
-        # The UI is under test here, not the abstention threshold: the model's "unknown"
-        # margin on QUESTION sits near the default -1.0 and moves with the llama.cpp build.
-        # At 0 the model's own "unknown" hardly ever wins, so UNANSWERABLE must be (and is)
-        # declined earlier, by retrieval similarity.
-        "ASSISTANT_GROUNDING__MAX_ABSTAIN_MARGIN": "0",
-    }
-    command = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}",
-        "--timeout", "300", "--no-control-socket", "web:create_app()",
-    ]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited early:\n{log.read_text(errors='replace')}")
-            try:
-                if get_json(f"{url}/healthz")["status"] == "ok":
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn not ready:\n{log.read_text(errors='replace')}")
-            time.sleep(0.2)
+    """gunicorn serving the app factory on a free port, on the test's data directory.
+    The UI is under test here, not the abstention threshold: the model's "unknown" margin
+    on QUESTION sits near the default -1.0 and moves with the llama.cpp build. At 0 the
+    model's own "unknown" hardly ever wins, so UNANSWERABLE must be (and is) declined
+    earlier, by retrieval similarity."""
+    with serving(settings, tmp_path, {"ASSISTANT_GROUNDING__MAX_ABSTAIN_MARGIN": "0"}) as url:
         yield url
-    finally:
-        stop_process(process)
-        print(log.read_text(errors="replace"))  # shown by pytest when the test fails
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"Debian chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def screenshot(page: Any, name: str) -> None:
-    """Save what the user sees now as SCREENSHOTS/name.png; a no-op unless asked for."""
-    if SCREENSHOTS:
-        page.screenshot(path=str(Path(SCREENSHOTS).resolve() / f"{name}.png"))
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
-def signed_in_page(browser: Any, server: str, username: str, password: str, shot: str = "") -> Any:
-    """A page in its own browser context (its own cookies), signed in through the form."""
-    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{server}/documents")
-    page.wait_for_url(re.compile(r"/login"))
-    page.fill("#username", username)
-    page.fill("#password", password)
-    if shot:
-        screenshot(page, shot)
-    page.click("form.stacked button[type=submit]")
-    page.wait_for_url(re.compile(r"/documents$"))
-    return page
+    with chromium() as launched:
+        yield launched
 
 
 def test_upload_ask_and_open_the_cited_source(
@@ -185,12 +90,9 @@ def test_upload_ask_and_open_the_cited_source(
     # The batch page follows the uploads until each is indexed or failed.
     page.wait_for_url(re.compile(r"/batches/\w+$"))
     expect(page.locator(".flash-success")).to_have_text(
-        [
-            "canteen.txt: accepted and queued for indexing",
-            "broken.pdf: accepted and queued for indexing",
-        ]
+        ["2 file(s) accepted and queued for indexing, 1 rejected (the reasons are listed below)"]
     )
-    expect(page.locator(".flash-error")).to_contain_text("tool.exe: unsupported file type")
+    expect(page.locator("#batch-rejected")).to_contain_text("tool.exe: unsupported file type")
     row = page.locator("#batch-body tr", has_text="canteen.txt")
     expect(row.locator(".status")).to_have_text("queued")
     expect(page.locator("#batch-summary")).to_contain_text("0 of 2 done")

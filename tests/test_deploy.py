@@ -305,7 +305,8 @@ def test_backup_and_restore_a_sqlite_data_dir(tmp_path: Path) -> None:
     with tarfile.open(archive) as tar:
         names = {Path(*Path(name).parts[1:]).as_posix() for name in tar.getnames()}
     assert {"MANIFEST.sha256", "database.sqlite3", "keywords.sqlite3"} <= names
-    assert {"chroma/chroma.sqlite3", "audit/signing-key.pem", "audit/checkpoints.jsonl"} <= names
+    audit = {"audit/signing-key.pem", "audit/checkpoints.jsonl", "audit/head.json"}
+    assert {"chroma/chroma.sqlite3", *audit} <= names
     assert any(name.startswith("originals/") for name in names - {"originals"})
 
     restored = tmp_path / "restored"

@@ -26,7 +26,7 @@
     const tr = DocumentRows.startRow(doc);
     const name = DocumentRows.nameCell(doc, table.dataset.source);
     const status = DocumentRows.statusCell(doc);
-    const actions = el("td", "nowrap");
+    const actions = el("td", "actions");
     // Staff download checked files only; admins also failed or older ones (as attachments).
     if (table.dataset.admin || (doc.status === "indexed" && doc.current)) {
       const download = el("a", "button link", "Download");
@@ -62,7 +62,7 @@
       el("td", "num", doc.status === "indexed" ? doc.chunks : ""),
       el("td", "num", doc.pages || ""),
       el("td", "num", size(doc.size_bytes)),
-      el("td", "nowrap", when(doc.updated_at)),
+      el("td", "updated", when(doc.updated_at)),
       actions,
     );
     return tr;
