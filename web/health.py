@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,19 +80,20 @@ def check_database(current: Services) -> None:
         logger.error("readiness: the database file %s is missing", file)
         raise NotReady("the database file is missing")
     current.documents.counts()
-    try:
-        current.audit_log.check_writable()
-    except AuditError as exc:
-        logger.error("readiness: %s", exc)
-        raise NotReady("the database cannot be written (locked or read-only)") from exc
+    _audit_ready(current.audit_log.check_writable, "the database cannot be written (locked)")
 
 
 def check_audit(current: Services) -> None:
+    _audit_ready(current.audit_log.check_signing, "the audit log cannot be signed or written")
+
+
+def _audit_ready(check: Callable[[], None], reason: str) -> None:
+    """Run one of the audit log's readiness checks; its details go to the log only."""
     try:
-        current.audit_log.check_signing()
+        check()
     except AuditError as exc:
         logger.error("readiness: %s", exc)
-        raise NotReady("the audit log cannot be signed or written") from exc
+        raise NotReady(reason) from exc
 
 
 def check_broker(current: Services) -> None:
