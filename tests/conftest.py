@@ -3,6 +3,7 @@ temporary directory, real worker processes. The fakes serve fast tests of logic 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -234,6 +235,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header() -> str:
     return f"database: {TEST_DATABASE} (ASSISTANT_TEST_DATABASE)"
+
+
+@pytest.fixture(autouse=True)
+def release_chroma() -> Iterator[None]:
+    """Chroma keeps every embedded store it opened (its SQLite file, HNSW files, threads) in
+    a process-wide cache until its client is closed. Tests build hundreds of stores, so the
+    ones a test opened are stopped after it; otherwise the test process runs out of file
+    descriptors (past 1024, the parsing sandbox's select() fails)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    before = set(SharedSystemClient._identifier_to_system)
+    yield
+    for identifier in set(SharedSystemClient._identifier_to_system) - before:
+        system = SharedSystemClient._identifier_to_system.pop(identifier)
+        SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+        with contextlib.suppress(Exception):
+            system.stop()
 
 
 @pytest.fixture(autouse=True)
