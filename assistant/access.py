@@ -2,30 +2,23 @@
 them, and the default collection every document belongs to unless told otherwise.
 
 Staff read the collections their groups may read; admins read everything; auditors read
-passages only through the audit pages; the CLI's operator reads everything.
+passages only through the audit pages; the CLI's operator reads everything. Every change is
+committed with its audit record, or not at all (`assistant.actors.AuditedService`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Column, ForeignKey, String, Table, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
-from assistant.accounts import (
-    OPERATOR,
-    AuditedService,
-    Principal,
-    Serializable,
-    User,
-    check_name,
-    find,
-    find_user,
-)
+from assistant.accounts import Serializable, User, check_name, find, find_user
+from assistant.actors import OPERATOR, AuditedService, Change, Principal
+from assistant.audit import AuditLog
 from assistant.db import Base
 from assistant.errors import InvalidInput, NotFound
 from assistant.settings import Settings
@@ -96,38 +89,39 @@ class AccessService(AuditedService):
     uses (see `accounts.Memberships`): a new user's groups and the groups users are listed with."""
 
     def __init__(
-        self, sessions: sessionmaker, settings: Settings, audit: Callable[..., Any] | None = None
+        self, sessions: sessionmaker, settings: Settings, audit_log: AuditLog | None = None
     ) -> None:
-        super().__init__(sessions, settings, audit)
+        super().__init__(sessions, settings, audit_log)
         self._default_ready = False
 
     # -- groups ---------------------------------------------------------------------------
     def create_group(self, name: str, *, actor: Principal | None = None) -> None:
         check_name("group name", name)
-        self._add_unique("group", name, Group(name=name))
-        self._report(actor, "group.create", group=name)
+        self._add_unique(
+            "group", name, Group(name=name), lambda c: c.record(actor, "group.create", group=name)
+        )
 
     def delete_group(self, name: str, *, actor: Principal | None = None) -> None:
         """Also ends its memberships and read grants."""
-        with self.sessions.begin() as session:
-            session.delete(_group(session, name))
-        self._report(actor, "group.delete", group=name)
+        with self._changing() as change:
+            change.session.delete(_group(change.session, name))
+            change.record(actor, "group.delete", group=name)
 
     def add_member(self, group: str, username: str, *, actor: Principal | None = None) -> None:
-        with self.sessions.begin() as session:
-            found, user = _group(session, group), find_user(session, username)
+        with self._changing() as change:
+            found, user = _group(change.session, group), find_user(change.session, username)
             if user in found.members:
                 return  # nothing changes
             found.members.append(user)
-        self._report(actor, "group.add_member", group=group, username=username)
+            change.record(actor, "group.add_member", group=group, username=username)
 
     def remove_member(self, group: str, username: str, *, actor: Principal | None = None) -> None:
-        with self.sessions.begin() as session:
-            found, user = _group(session, group), find_user(session, username)
+        with self._changing() as change:
+            found, user = _group(change.session, group), find_user(change.session, username)
             if user not in found.members:
                 raise NotFound(f"{username} is not a member of group {group}")
             found.members.remove(user)
-        self._report(actor, "group.remove_member", group=group, username=username)
+            change.record(actor, "group.remove_member", group=group, username=username)
 
     def list_groups(self) -> list[GroupInfo]:
         with self.sessions() as session:
@@ -181,11 +175,11 @@ class AccessService(AuditedService):
         names = sorted(set(readers))
         collection = Collection(name=name, description=description.strip())
 
-        def grant(session: Session) -> None:
-            collection.readers = [_group(session, group) for group in names]
+        def grant_and_record(change: Change) -> None:
+            collection.readers = [_group(change.session, group) for group in names]
+            change.record(actor, "collection.create", collection=name, readers=names)
 
-        self._add_unique("collection", name, collection, grant)
-        self._report(actor, "collection.create", collection=name, readers=names)
+        self._add_unique("collection", name, collection, grant_and_record)
 
     def set_readers(
         self, name: str, groups: Sequence[str], *, actor: Principal | None = None
@@ -193,11 +187,11 @@ class AccessService(AuditedService):
         """Replace the groups that may read a collection; takes effect on the next request."""
         self._ensure_default()
         names = sorted(set(groups))
-        with self.sessions.begin() as session:
-            readers = [_group(session, group) for group in names]
-            collection = _collection(session, name)
+        with self._changing() as change:
+            readers = [_group(change.session, group) for group in names]
+            collection = _collection(change.session, name)
             collection.readers = readers
-        self._report(actor, "collection.set_readers", collection=name, readers=names)
+            change.record(actor, "collection.set_readers", collection=name, readers=names)
 
     def list_collections(self) -> list[CollectionInfo]:
         self._ensure_default()

@@ -1,15 +1,14 @@
-"""Identities: users and their roles, sign-in with throttling, API tokens, the first admin
-and the `Principal` who acts (who may read what is `assistant.access`). Admins manage the
+"""Identities: users and their roles, sign-in with throttling, API tokens and the first admin
+(who acts is `assistant.actors`, who may read what `assistant.access`). Admins manage the
 system, auditors read the audit log, staff ask questions; the CLI acts as the local operator
 with full access. Passwords are kept as scrypt hashes, API tokens and session ids as SHA-256
-digests only. The last enabled admin can be neither disabled nor demoted.
+digests only. The last enabled admin can be neither disabled nor demoted. Every change is
+committed with its audit record, or not at all.
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import os
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -18,9 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Boolean, ForeignKey, String, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, mapped_column, sessionmaker
 
+from assistant.actors import OPERATOR, AuditedService, Change, Principal
+from assistant.audit import AuditLog
 from assistant.db import Base, utcnow
 from assistant.errors import AssistantError, ConfigurationError, InvalidInput, NotFound
 from assistant.login_throttle import LoginThrottle, LoginThrottled
@@ -28,10 +28,10 @@ from assistant.passwords import dummy_hash, hash_password, validate_password, ve
 from assistant.sessions import UserSession, close_session, open_session, revoke_all, session_digest
 from assistant.settings import Settings
 
-__all__ = ["LoginThrottled"]  # re-exported: the web adapter maps it to HTTP 429
+# Re-exported: the web adapter maps LoginThrottled to HTTP 429; who acts is `assistant.actors`.
+__all__ = ["OPERATOR", "LoginThrottled", "Principal"]
 
 ROLES = ("staff", "admin", "auditor")
-OPERATOR = "operator"  # the CLI's role; never stored
 TOKEN_PREFIX = "ast_"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 T = TypeVar("T")
@@ -69,27 +69,6 @@ class ApiToken(Base):
 
 
 # -- values -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Principal:
-    """Who is acting: a user, or the local operator of the CLI (full access)."""
-
-    user_id: int | None
-    username: str
-    role: str
-
-    @property
-    def actor(self) -> str:
-        return f"cli:{self.username}" if self.role == OPERATOR else f"user:{self.username}"
-
-    @classmethod
-    def operator(cls) -> Principal:
-        try:
-            name = getpass.getuser()
-        except (OSError, KeyError):  # no USER variable and no passwd entry (containers)
-            name = f"uid{os.getuid()}"
-        return cls(user_id=None, username=name, role=OPERATOR)
-
-
 class Serializable:
     """A mixin for frozen dataclasses that are listed as JSON."""
 
@@ -159,36 +138,6 @@ def find_user(session: Session, username: str) -> User:
 
 
 # -- the services -------------------------------------------------------------------------
-class AuditedService:
-    """The database, the settings and the audit callable, shared by the account service and
-    the access service. Each change is reported after its commit, as
-    `audit(actor=principal_or_None, action="user.add", details={...})`."""
-
-    def __init__(
-        self, sessions: sessionmaker, settings: Settings, audit: Callable[..., Any] | None = None
-    ) -> None:
-        self.sessions = sessions
-        self.settings = settings
-        self.audit = audit
-
-    def _report(self, actor: Principal | None, action: str, **details: Any) -> None:
-        if self.audit is not None:
-            self.audit(actor=actor, action=action, details=details)
-
-    def _add_unique(
-        self, kind: str, name: str, row: Base, then: Callable[[Session], None] | None = None
-    ) -> None:
-        """Insert a row with a unique name (then `then` in the same transaction)."""
-        try:
-            with self.sessions.begin() as session:
-                session.add(row)
-                session.flush()
-                if then is not None:
-                    then(session)
-        except IntegrityError as exc:  # also when another process added it meanwhile
-            raise InvalidInput(f"{kind} {name!r} already exists") from exc
-
-
 class Memberships(Protocol):
     """Group membership, owned by `assistant.access.AccessService` (which imports this module,
     so it is handed in rather than imported)."""
@@ -206,11 +155,11 @@ class AccountService(AuditedService):
         self,
         sessions: sessionmaker,
         settings: Settings,
-        audit: Callable[..., Any] | None = None,
+        audit_log: AuditLog | None = None,
         clock: Callable[[], datetime] = utcnow,  # naive UTC, like the rest of the database
         memberships: Memberships | None = None,
     ) -> None:
-        super().__init__(sessions, settings, audit)
+        super().__init__(sessions, settings, audit_log)
         self.clock = clock
         self.memberships = memberships
         self.throttle = LoginThrottle(sessions, settings.accounts, clock)
@@ -228,12 +177,12 @@ class AccountService(AuditedService):
             raise ConfigurationError("joining groups needs the access service (build_services)")
         user = User(username=username, role=role, password_hash=password_hash)
 
-        def join_groups(session: Session) -> None:
+        def join_groups_and_record(change: Change) -> None:
             if self.memberships is not None:
-                self.memberships.join_groups(session, user.id, names)
+                self.memberships.join_groups(change.session, user.id, names)
+            change.record(actor, "user.add", username=username, role=role, groups=names)
 
-        self._add_unique("user", username, user, join_groups)
-        self._report(actor, "user.add", username=username, role=role, groups=names)
+        self._add_unique("user", username, user, join_groups_and_record)
         return Principal(user.id, username, role)
 
     def _listed(self, users: Sequence[User]) -> list[UserInfo]:
@@ -257,10 +206,11 @@ class AccountService(AuditedService):
     def _update_user(
         self, username: str, actor: Principal | None, action: str, **values: Any
     ) -> None:
-        """Change a user; their sessions end with it, in the same transaction. The last
-        enabled admin can be neither disabled nor demoted."""
+        """Change a user; their sessions end with it, in the same transaction as its audit
+        record. The last enabled admin can be neither disabled nor demoted."""
         enabled_admins = select(User.id).where(User.role == "admin", User.disabled.is_(False))
-        with self.sessions.begin() as session:
+        with self._changing() as change:
+            session = change.session
             # Lock the admins' rows first (PostgreSQL), so two admins cannot be disabled at
             # once; on SQLite the flush below takes the write lock for the same effect.
             session.execute(select(User.id).where(User.role == "admin").with_for_update())
@@ -278,8 +228,8 @@ class AccountService(AuditedService):
                 raise InvalidInput(
                     f"{username} is the last enabled admin: make another user an admin first"
                 )
-        details = {key: value for key, value in values.items() if key == "role"}
-        self._report(actor, action, username=username, **details)
+            details = {key: value for key, value in values.items() if key == "role"}
+            change.record(actor, action, username=username, **details)
 
     def disable_user(self, username: str, *, actor: Principal | None = None) -> None:
         self._update_user(username, actor, "user.disable", disabled=True)
@@ -364,12 +314,12 @@ class AccountService(AuditedService):
         if not label or len(label) > 64 or not label.isprintable():
             raise InvalidInput("the token name must be 1-64 printable characters")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self.sessions.begin() as session:
-            user = find_user(session, username)
+        with self._changing() as change:
+            user = find_user(change.session, username)
             row = ApiToken(user_id=user.id, name=label, token_sha256=_token_hash(token))
-            session.add(row)
-            session.flush()
-        self._report(actor, "token.issue", username=username, token_id=row.id, name=label)
+            change.session.add(row)
+            change.session.flush()
+            change.record(actor, "token.issue", username=username, token_id=row.id, name=label)
         return token
 
     def principal_for_token(self, token: str) -> Principal | None:
@@ -388,13 +338,13 @@ class AccountService(AuditedService):
             return Principal(found.User.id, found.User.username, found.User.role)
 
     def revoke_token(self, token_id: int, *, actor: Principal | None = None) -> None:
-        with self.sessions.begin() as session:
-            row = session.get(ApiToken, token_id)
+        with self._changing() as change:
+            row = change.session.get(ApiToken, token_id)
             if row is None:
                 raise NotFound(f"no such token: {token_id}")
             row.revoked = True
-            username = session.get_one(User, row.user_id).username
-        self._report(actor, "token.revoke", username=username, token_id=token_id)
+            username = change.session.get_one(User, row.user_id).username
+            change.record(actor, "token.revoke", username=username, token_id=token_id)
 
     def list_tokens(self, username: str) -> list[TokenInfo]:
         with self.sessions() as session:

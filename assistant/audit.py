@@ -1,11 +1,16 @@
 """The tamper-evident audit log: append-only, hash-chained records with signed checkpoints.
 
 Each record stores sha256(previous hash + canonical JSON of the record), so editing, deleting,
-inserting or reordering records breaks the chain. Every record is signed, and after each
-commit the newest signed head is written outside the database; every N records or T minutes
-the head (seq, hash, time) is also signed as a stored checkpoint (see
-`assistant.audit_checkpoints`). Appends are serialised across threads and processes by
-locking the one-row `audit_head` table. Finding and exporting: `assistant.audit_search`.
+inserting or reordering records breaks the chain. Every record is signed, and the newest
+signed head is written outside the database (staged before the commit, moved into place
+after); every N records or T minutes the head (seq, hash, time) is also signed as a stored
+checkpoint (see `assistant.audit_checkpoints`). Appends are serialised across threads and
+processes by locking the one-row `audit_head` table. Finding and exporting:
+`assistant.audit_search`.
+
+A record can be written in a transaction of its own (`AuditLog.record`) or in the caller's,
+with the change it records (`AuditLog.transaction`): then both commit or neither does, so an
+admin change whose record cannot be written is not made (fail closed).
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +44,7 @@ from assistant.audit_verify import ChainWalk, VerifyResult, result
 from assistant.errors import AuditError
 from assistant.settings import Settings
 
-__all__ = ["GENESIS", "AuditLog", "VerifyResult", "record_hash"]
+__all__ = ["GENESIS", "AuditLog", "AuditTransaction", "VerifyResult", "record_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,87 @@ def _fail_closed(what: str) -> Iterator[None]:
         raise AuditError(f"could not {what}: {exc}") from exc
 
 
+class RecordFields(TypedDict, total=False):
+    """What the writer of a record says: who, what, and in which request."""
+
+    actor_id: Required[str]
+    actor_role: Required[str]
+    action: Required[str]
+    details: dict[str, Any] | None
+    request_id: str | None
+    client: str | None
+
+
+BODY = ("actor_id", "actor_role", "action", "request_id", "client")  # as they are stored
+
+
+def _writing(fields: RecordFields) -> str:
+    return f"write the audit record {fields['action']!r} by {fields['actor_id']!r}"
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A record appended in an open transaction: its signed head (staged on disk) and the
+    checkpoint it made, if one was due."""
+
+    head: Checkpoint
+    staged: Path
+    checkpoint: Checkpoint | None
+
+
+class _HeadTaken(AuditError):
+    """Another process created the missing head row at the same moment: try again."""
+
+
+class AuditTransaction:
+    """A database transaction whose audit records commit with everything else written in
+    it, or not at all (`AuditLog.transaction`). Write its records last: the audit head stays
+    locked, for every writer, from the first record to the commit."""
+
+    def __init__(
+        self,
+        session: Session,
+        append: Callable[[Connection, dict[str, Any]], _Written],
+        checkpoints: Checkpoints,
+    ) -> None:
+        self.session = session
+        self._append = append
+        self._checkpoints = checkpoints
+        self.written: list[_Written] = []
+        self.failed = False
+
+    def record(self, **fields: Unpack[RecordFields]) -> int:
+        """Append one record in this transaction and return its seq. Raises AuditError on
+        any failure, and the transaction can then only roll back."""
+        self.session.flush()  # the caller's changes (and their errors) before the head's lock
+        try:
+            with _fail_closed(_writing(fields)):
+                body: dict[str, Any] = {name: fields.get(name) for name in BODY}
+                body["details"] = canonical_json(scrub(fields.get("details") or {}))
+                written = self._append(self.session.connection(), scrub(body))
+        except AuditError:
+            self.failed = True
+            raise
+        self.written.append(written)
+        return written.head.seq
+
+    def publish(self) -> None:
+        """After the commit: due checkpoints to their file, the signed head into place."""
+        try:
+            with _fail_closed("publish the signed audit head after the commit"):
+                for written in self.written:
+                    if written.checkpoint:
+                        self._checkpoints.append_to_file(written.checkpoint)
+                    self._checkpoints.install_head(written.head, written.staged)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the staged heads not moved into place (all of them after a rollback)."""
+        for written in self.written:
+            written.staged.unlink(missing_ok=True)
+
+
 class AuditLog(AuditSearch):
     """Append-only: there is no method to change or delete a record."""
 
@@ -71,49 +159,58 @@ class AuditLog(AuditSearch):
         self._checkpoints = Checkpoints(settings)
 
     # -- writing --------------------------------------------------------------------------
-    def record(
-        self,
-        *,
-        actor_id: str,
-        actor_role: str,
-        action: str,
-        details: dict[str, Any] | None = None,
-        request_id: str | None = None,
-        client: str | None = None,
-    ) -> int:
-        """Append one record and return its seq. Raises AuditError on any failure."""
-        with _fail_closed(f"write the audit record {action!r} by {actor_id!r}"):
-            body = {"actor_id": actor_id, "actor_role": actor_role, "action": action}
-            body |= {"request_id": request_id, "client": client}
-            body = scrub({**body, "details": canonical_json(scrub(details or {}))})
-            head, checkpoint = self._append(body)
-            if checkpoint:
-                self._checkpoints.append_to_file(checkpoint)
-            self._checkpoints.write_head(head)
-        return head.seq
+    def record(self, **fields: Unpack[RecordFields]) -> int:
+        """Append one record in a transaction of its own and return its seq. Raises
+        AuditError on any failure."""
+        with _fail_closed(_writing(fields)):
+            try:
+                return self._record_alone(fields)
+            except _HeadTaken:  # another process created the missing head row: once more
+                return self._record_alone(fields)
 
-    def _append(self, body: dict[str, Any]) -> tuple[Checkpoint, Checkpoint | None]:
-        for _ in range(2):
-            with self._sessions() as session, session.begin():
-                db = session.connection()  # Core statements: about half the cost of the ORM
-                # Updating the head row first takes SQLite's write lock or PostgreSQL's row
-                # lock, so appends from every thread and process queue up here.
-                if db.execute(LOCK_HEAD, {"step": 1}).rowcount == 1:
-                    head = db.execute(READ_HEAD).one()
-                    now = _now()
-                    fields = {"seq": head.seq, "created_at": format_time(now), **body}
-                    digest = record_hash(head.hash, fields)
-                    signed = self._checkpoints.sign_head(head.seq, digest, fields["created_at"])
-                    record = {**fields, "prev_hash": head.hash, "hash": digest}
-                    db.execute(insert(AuditRecord), [{**record, "signature": signed.signature}])
-                    checkpoint = None
-                    if self._checkpoint_due(head, now):
-                        checkpoint = self._sign(db, head.seq, digest, now)
-                    else:
-                        db.execute(MOVE_HEAD, {"hash": digest})
-                    return signed, checkpoint
-            self._create_head()
-        raise AuditError("the audit head row could not be created")
+    def _record_alone(self, fields: RecordFields) -> int:
+        with self.transaction() as transaction:
+            seq = transaction.record(**fields)
+        return seq
+
+    @contextlib.contextmanager
+    def transaction(self, sessions: sessionmaker | None = None) -> Iterator[AuditTransaction]:
+        """A transaction (on `sessions`, the same database, or the log's own) in which what
+        the caller writes and the audit records it appends commit together or not at all:
+        any error rolls all of it back, and a failed record keeps it from committing. After
+        the commit the records' signed head is published (AuditError if that fails)."""
+        with (sessions or self._sessions)() as session:
+            transaction = AuditTransaction(session, self._append, self._checkpoints)
+            try:
+                with session.begin():
+                    yield transaction
+                    if transaction.failed:  # the caller went on after an AuditError
+                        raise AuditError("an audit record of this transaction was not written")
+            except BaseException:
+                transaction.discard()
+                raise
+        transaction.publish()
+
+    def _append(self, db: Connection, body: dict[str, Any]) -> _Written:
+        """Append a record in the caller's transaction, its signed head staged on disk."""
+        # Updating the head row first takes SQLite's write lock or PostgreSQL's row lock,
+        # so appends from every thread and process queue up here.
+        if db.execute(LOCK_HEAD, {"step": 1}).rowcount != 1:
+            self._create_head(db)
+            db.execute(LOCK_HEAD, {"step": 1})
+        head = db.execute(READ_HEAD).one()
+        now = _now()
+        fields = {"seq": head.seq, "created_at": format_time(now), **body}
+        digest = record_hash(head.hash, fields)
+        signed = self._checkpoints.sign_head(head.seq, digest, fields["created_at"])
+        record = {**fields, "prev_hash": head.hash, "hash": digest}
+        db.execute(insert(AuditRecord), [{**record, "signature": signed.signature}])
+        checkpoint = None
+        if self._checkpoint_due(head, now):
+            checkpoint = self._sign(db, head.seq, digest, now)
+        else:
+            db.execute(MOVE_HEAD, {"hash": digest})
+        return _Written(signed, self._checkpoints.stage_head(signed), checkpoint)
 
     def _checkpoint_due(self, head: Row[Any], now: datetime) -> bool:
         """Every `checkpoint_every` records, or `checkpoint_minutes` after the last one."""
@@ -123,23 +220,21 @@ class AuditLog(AuditSearch):
             return True
         return now - last >= timedelta(minutes=audit.checkpoint_minutes)
 
-    def _create_head(self) -> None:
+    def _create_head(self, db: Connection) -> None:
         """First use (or a lost head row): start from the last record, if any."""
-        # An IntegrityError means that another process created it first.
-        with contextlib.suppress(IntegrityError), self._sessions() as session, session.begin():
-            if session.get(AuditHead, 1) is not None:
-                return
-            newest = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
-            last = session.execute(newest.limit(1)).first()
-            session.add(
-                AuditHead(
-                    id=1,
-                    seq=last.seq if last else 0,
-                    hash=last.hash if last else GENESIS,
-                    checkpoint_seq=self._checkpoints.last_seq(session),
-                    checkpoint_at=format_time(_now()),
-                )
-            )
+        newest = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc())
+        last = db.execute(newest.limit(1)).first()
+        row = {
+            "id": 1,
+            "seq": last.seq if last else 0,
+            "hash": last.hash if last else GENESIS,
+            "checkpoint_seq": self._checkpoints.last_seq(db),
+            "checkpoint_at": format_time(_now()),
+        }
+        try:
+            db.execute(insert(AuditHead), [row])
+        except IntegrityError as exc:  # PostgreSQL: another process created it meanwhile
+            raise _HeadTaken("the audit head row was created by another process") from exc
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head now (or return the checkpoint already made at this seq)."""

@@ -5,10 +5,11 @@ outside the database. It is stored in a table, in the same transaction as the re
 signs, and after the commit appended to a JSON-lines file that can be shipped off the box.
 `assistant.audit` decides when to make one and checks the records against them.
 
-Every record is signed too, the same way (its seq, hash and time), and after each commit the
-newest such signed head is written to a small file outside the database (`head_file`). A
-record rewritten without the key fails its signature, which names it exactly; records
-deleted from the end, with the head row moved back, fall short of the signed head file.
+Every record is signed too, the same way (its seq, hash and time), and the newest such signed
+head is kept in a small file outside the database (`head_file`): written beside it before the
+commit, moved into place after. A record rewritten without the key fails its signature,
+which names it exactly; records deleted from the end, with the head row moved back, fall
+short of the signed head file.
 """
 
 from __future__ import annotations
@@ -91,13 +92,16 @@ def signature_problem(checkpoint: Checkpoint, public: Ed25519PublicKey | None) -
     return ""
 
 
-def _write(path: Path, data: bytes, flags: int) -> None:
-    """One write() and an fsync, to a file created with mode 0600 in a 0700 directory."""
+def _write(path: Path, data: bytes, flags: int, sync: bool = True) -> None:
+    """One whole write() and (unless `sync` is False) an fsync, to a file created with mode
+    0600 in a 0700 directory."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        if os.write(fd, data) != len(data):
+            raise OSError(f"{path}: short write")
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -158,20 +162,37 @@ class Checkpoints:
         unsigned = Checkpoint(seq, head_hash, created_at, "", key_fingerprint(key.public_key()))
         return replace(unsigned, signature=key.sign(unsigned.payload()).hex())
 
-    def write_head(self, head: Checkpoint) -> None:
+    def stage_head(self, head: Checkpoint) -> Path:
+        """Before the commit: the signed head written to a file of its own beside the head
+        file, so that a full disk or an unwritable folder fails the transaction instead of
+        a committed record. `install_head` syncs it and moves it into place after the commit
+        (not here: the audit head's lock is held until the commit)."""
+        path = self._settings.head_file
+        staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{head.seq}")
+        try:
+            _write(staged, canonical_json(head.to_dict()).encode(), os.O_TRUNC, sync=False)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return staged
+
+    def install_head(self, head: Checkpoint, staged: Path) -> None:
         """After the commit: the signed head file moves forward only (under a lock, since
         processes commit in seq order but may get here in another)."""
         path = self._settings.head_file
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(staged, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self.read_head([])
             if current is not None and current.seq >= head.seq:
+                staged.unlink(missing_ok=True)
                 return
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            _write(temporary, canonical_json(head.to_dict()).encode(), os.O_TRUNC)
-            temporary.replace(path)  # atomic: the file is always one whole signed head
+            staged.replace(path)  # atomic: the file is always one whole signed head
         finally:
             os.close(lock)
 
@@ -219,7 +240,7 @@ class Checkpoints:
         row = session.get(AuditCheckpoint, seq)
         return _from_row(row) if row is not None else None
 
-    def last_seq(self, session: Session) -> int:
+    def last_seq(self, session: Session | Connection) -> int:
         return session.scalar(select(func.max(AuditCheckpoint.seq))) or 0
 
     def verify(self, session: Session, problems: Problems) -> tuple[dict[int, str], int]:

@@ -137,6 +137,14 @@ class Chunk(Base):
     page: Mapped[int | None] = mapped_column(Integer, default=None)
     char_start: Mapped[int] = mapped_column(Integer)
     char_end: Mapped[int] = mapped_column(Integer)
+    # Its document's title and the section heading above it, indexed with the text so a
+    # passage deep in a document still matches questions that name the document.
+    context: Mapped[str | None] = mapped_column(Text, default=None)
+
+    @property
+    def index_text(self) -> str:
+        """What both search indexes hold for this chunk."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
 
 
 class IngestJob(Base):

@@ -34,9 +34,19 @@ class IndexSettingsMismatch(DocumentError):
     """The indexes were built with another embedding model or chunking."""
 
 
+# Chunks are indexed with their contextual header (assistant/chunking.py); an index built
+# before headers existed must be rebuilt.
+CONTEXT_VERSION = 1
+
+
 def index_settings(embedder_name: str, chunking: ChunkingSettings) -> dict[str, object]:
     """What the indexes are built with; an index never mixes two of these."""
-    return {"embedder": embedder_name, "chunk_size": chunking.size, "overlap": chunking.overlap}
+    return {
+        "embedder": embedder_name,
+        "chunk_size": chunking.size,
+        "overlap": chunking.overlap,
+        "context": CONTEXT_VERSION if chunking.headers else 0,
+    }
 
 
 def check_index_settings(sessions: sessionmaker, wanted: dict[str, object]) -> None:
@@ -153,7 +163,7 @@ class IndexChecker:
             if redo:
                 self.store.upsert(
                     [c.id for c in redo],
-                    self.embedder.embed([c.text for c in redo]),
+                    self.embedder.embed([c.index_text for c in redo]),
                     [
                         {
                             "document_id": c.document_id,
@@ -165,7 +175,7 @@ class IndexChecker:
                     ],
                 )
             self.keywords.upsert(
-                (c.id, c.document_id, expected[c.id][0], c.text)
+                (c.id, c.document_id, expected[c.id][0], c.index_text)
                 for c in chunks
                 if c.id in need_keyword
             )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import sessionmaker
 
-from assistant.chunking import chunk_document
+from assistant.chunking import chunk_contexts, chunk_document
 from assistant.db import Chunk, Document, DocumentStatus, IngestJob, utcnow
 from assistant.embedding import Embedder
 from assistant.errors import DocumentError, InvalidInput, NotFound
@@ -257,6 +257,12 @@ class Ingestion:
 
     def _chunks(self, document: Document, parsed: ParsedDocument) -> list[Chunk]:
         pieces = chunk_document(parsed, self.settings.chunking.size, self.settings.chunking.overlap)
+        starts = [p.start for p in pieces]
+        contexts: list[str | None] = (
+            list(chunk_contexts(document.filename, parsed.text, starts))
+            if self.settings.chunking.headers
+            else [None] * len(pieces)
+        )
         return [
             Chunk(
                 id=f"{document.id}:{document.version}:{piece.index}",
@@ -267,8 +273,9 @@ class Ingestion:
                 page=piece.page,
                 char_start=piece.start,
                 char_end=piece.end,
+                context=context,
             )
-            for piece in pieces
+            for piece, context in zip(pieces, contexts, strict=True)
         ]
 
     def _index(self, pieces: list[tuple[Claim, ParsedDocument, list[Chunk]]]) -> None:
@@ -276,7 +283,7 @@ class Ingestion:
         documents, together. One embedding call for all the group's chunks."""
         chunks = [chunk for _, _, document_chunks in pieces for chunk in document_chunks]
         collections = {claim.document.id: claim.document.collection for claim, _, _ in pieces}
-        vectors = self.embedder.embed([c.text for c in chunks]) if chunks else []
+        vectors = self.embedder.embed([c.index_text for c in chunks]) if chunks else []
         metadatas = [
             {
                 "document_id": c.document_id,
@@ -288,7 +295,7 @@ class Ingestion:
         ]
         self.store.upsert([c.id for c in chunks], vectors, metadatas)
         self.keywords.upsert(
-            (c.id, c.document_id, collections[c.document_id], c.text) for c in chunks
+            (c.id, c.document_id, collections[c.document_id], c.index_text) for c in chunks
         )
         for claim, _, document_chunks in pieces:
             keep = [c.id for c in document_chunks]

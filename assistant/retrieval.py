@@ -30,6 +30,7 @@ class Passage:
     score: float  # the fused ranking score: only its order means something
     similarity: float = 0.0  # cosine similarity to the question, used to decline
     document_sha256: str = ""  # the exact version the passage came from, for the audit log
+    context: str = ""  # its document's title and section heading
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class Passage:
             "end": self.end,
             "score": round(self.score, 4),
             "similarity": round(self.similarity, 4),
+            "context": self.context,
             "text": self.text,
         }
 
@@ -119,6 +121,7 @@ class Retriever:
                 score=scores[chunk.id],
                 similarity=similarity.get(chunk.id, 0.0),
                 document_sha256=sha256,
+                context=chunk.context or "",
             )
             for chunk, filename, sha256 in rows
         ]

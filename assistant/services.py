@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
 from assistant.access import DEFAULT_COLLECTION, AccessService
-from assistant.accounts import AccountService, Principal
+from assistant.accounts import AccountService
+from assistant.actors import Principal, record_fields
 from assistant.answering import Answerer
+from assistant.answering.generation import Generator, LlamaGenerator
 from assistant.audit import AuditLog
 from assistant.db import Document, make_engine, make_session_factory
 from assistant.documents import DocumentService, pending_ids
 from assistant.embedding import Embedder, SentenceTransformerEmbedder
 from assistant.errors import AuditError
-from assistant.generation import Generator, LlamaGenerator
 from assistant.index_check import IndexChecker
 from assistant.keyword_index import KeywordIndex
 from assistant.retrieval import Retriever
@@ -25,12 +25,6 @@ from assistant.settings import Settings, load_settings
 from assistant.vectorstore import ChromaServer, ChromaStore
 
 logger = logging.getLogger(__name__)
-
-# The request being served (request id, client address), set by an adapter, so every audit
-# record made while serving it carries them.
-request_context: ContextVar[tuple[str | None, str | None]] = ContextVar(
-    "request_context", default=(None, None)
-)
 
 
 @dataclass
@@ -41,6 +35,7 @@ class Services:
     store: ChromaStore
     keywords: KeywordIndex
     generator: Generator
+    large_generator: Generator | None
     documents: DocumentService
     index: IndexChecker
     retriever: Retriever
@@ -70,17 +65,9 @@ class Services:
     def audit(
         self, actor: Principal | None, action: str, details: dict[str, Any] | None = None
     ) -> int:
-        """Append one audit record (raises AuditError: callers fail closed)."""
-        actor = actor or Principal.operator()
-        request_id, client = request_context.get()
-        return self.audit_log.record(
-            actor_id=actor.actor,
-            actor_role=actor.role,
-            action=action,
-            details=details,
-            request_id=request_id,
-            client=client,
-        )
+        """Append one audit record (raises AuditError: callers fail closed). Admin changes
+        write theirs in their own transaction instead (`assistant.actors.AuditedService`)."""
+        return self.audit_log.record(**record_fields(actor, action, details))
 
 
 def build_services(
@@ -88,6 +75,7 @@ def build_services(
     *,
     embedder: Embedder | None = None,
     generator: Generator | None = None,
+    large_generator: Generator | None = None,
 ) -> Services:
     """Models load on first use (once per process), not here."""
     settings = settings or load_settings()
@@ -102,6 +90,12 @@ def build_services(
         threads=settings.embedding_threads,
     )
     generator = generator or LlamaGenerator(settings.generator, settings.models_dir)
+    # The larger model of routing; a test double of the small model stands in for it too.
+    if large_generator is None and settings.routing.mode != "off":
+        real = isinstance(generator, LlamaGenerator)
+        large_generator = (
+            LlamaGenerator(settings.routing.large, settings.models_dir) if real else generator
+        )
     if settings.chroma_url:
         server = ChromaServer.from_url(settings.chroma_url)
         store = ChromaStore(server=server, wait=settings.chroma_wait_seconds)
@@ -109,25 +103,24 @@ def build_services(
         store = ChromaStore(settings.chroma_dir)
     keywords = KeywordIndex(settings.keyword_index_path)
     retriever = Retriever(sessions, embedder, store, keywords, settings.retrieval)
-    access = AccessService(sessions, settings)
-    services = Services(
+    audit_log = AuditLog(sessions, settings)
+    access = AccessService(sessions, settings, audit_log)
+    return Services(
         settings=settings,
         sessions=sessions,
         embedder=embedder,
         store=store,
         generator=generator,
+        large_generator=large_generator,
         keywords=keywords,
         documents=DocumentService(settings, sessions, embedder, store, keywords),
         index=IndexChecker(sessions, embedder, store, keywords),
         retriever=retriever,
-        answerer=Answerer(settings, retriever, generator),
-        audit_log=AuditLog(sessions, settings),
-        accounts=AccountService(sessions, settings, memberships=access),
+        answerer=Answerer(settings, retriever, generator, large_generator),
+        audit_log=audit_log,
+        accounts=AccountService(sessions, settings, audit_log, memberships=access),
         access=access,
     )
-    services.accounts.audit = services.audit
-    services.access.audit = services.audit
-    return services
 
 
 def pending_document_ids(settings: Settings) -> list[str]:

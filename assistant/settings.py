@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.errors import ConfigurationError
 
-PackagedModel = Literal["smollm2-135m", "gemma3-270m"]
+PackagedModel = Literal["qwen2.5-0.5b", "qwen2.5-1.5b", "gemma3-270m", "smollm2-135m"]
 # How MiniLM runs (assistant/embedding.py); measured in docs/benchmarks.md, "Issue 6".
 EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
 
@@ -21,29 +21,41 @@ TASK_TIME_LIMIT = 1800  # seconds one ingestion task may take before the worker 
 
 
 class GeneratorSettings(BaseModel):
-    # Chosen by measurement on squad2-dev, see docs/benchmarks.md.
-    model: PackagedModel = "gemma3-270m"
-    # Any GGUF file; overrides `model`, so a site can drop in a bigger instruct model.
+    # A packaged GGUF (assistant/answering/models.py), chosen by measurement on squad2-dev
+    # and cuad-dev (docs/benchmarks.md, "Issue 12").
+    model: PackagedModel = "qwen2.5-0.5b"
+    # Any GGUF file; overrides `model`, so a site can drop in a bigger instruct model. It is
+    # the site's own file: no hash is pinned for it.
     model_path: Path | None = None
-    # "chat" uses the GGUF's chat template; "completion" a plain prompt with a stop
-    # sequence (for base models). "auto" picks chat for instruction-tuned files.
+    # "chat" uses the chat template stored in the GGUF; "completion" a few-shot plain prompt
+    # (for base models). "auto" picks chat for instruction-tuned models.
     prompt_style: Literal["auto", "chat", "completion"] = "auto"
     n_ctx: int = Field(2048, ge=512)
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    max_tokens: int = Field(64, ge=1, le=2048)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    # Put fixed worked examples (our own, generic) before the question; their KV cache is
-    # reused across questions. Off: instructions only (e.g. for a larger instruct model).
-    few_shot: bool = True
-    # Reuse the KV cache of the prompt prefix shared with the previous question (the
-    # instructions and examples). Off only to measure what the cache saves.
-    prefix_cache: bool = True
+    max_tokens: int = Field(160, ge=1, le=2048)
+    # llama.cpp's flash attention: faster prompt processing on this CPU (docs/benchmarks.md).
+    flash_attn: bool = True
+
+
+class LargeModelSettings(GeneratorSettings):
+    """The larger model of routing: the packaged Qwen2.5-Coder-1.5B unless set."""
+
+    model: PackagedModel = "qwen2.5-1.5b"
+
+
+class RoutingSettings(BaseModel):
+    """The larger local model: "auto" hands it the questions whose small-model answer is not
+    confident (answering.route_threshold); "always" answers every question with it; "off"
+    never loads it."""
+
+    mode: Literal["off", "auto", "always"] = "auto"
+    large: LargeModelSettings = LargeModelSettings()
 
 
 class RetrievalSettings(BaseModel):
     top_k: int = Field(3, ge=1, le=50)
     # Passages less similar than this (cosine) never reach the model; none left: "not found".
-    min_score: float = Field(0.35, ge=-1.0, le=1.0)
+    min_score: float = Field(0.2, ge=-1.0, le=1.0)
     # Hybrid search: this many candidates from each of dense and keyword search, fused by
     # weighted reciprocal rank (dense weight 1). Chosen on scifact-dev, see docs/benchmarks.md.
     candidates: int = Field(30, ge=1, le=500)
@@ -51,37 +63,78 @@ class RetrievalSettings(BaseModel):
     keyword_weight: float = Field(1.0, ge=0.0)  # 0 turns keyword search off
 
 
-class GroundingSettings(BaseModel):
-    """Evidence selection, the copy constraint and the "I don't know" decision
-    (assistant/grounding.py). Thresholds: see docs/benchmarks.md for how they were chosen."""
+class Calibration(BaseModel):
+    """Logistic weights over the answer's signals (assistant/answering/calibration.py)."""
 
-    # The best sentences of the top passages given to the model, scored by MiniLM cosine
-    # plus keyword_weight times the share of the question's content words they contain.
-    # 0 turns selection off: the whole top passages are the evidence.
-    evidence_sentences: int = Field(3, ge=0, le=20)
+    intercept: float = 0.0
+    weights: dict[str, float] = Field(default_factory=dict)
+
+
+# Fitted with `assistant eval calibrate` on squad2-dev and cuad-dev (docs/benchmarks.md,
+# "Issue 12"): the intercept and the weight of each signal, per route.
+CALIBRATION: dict[str, dict[str, Any]] = {
+    "small": {
+        "intercept": -2.0,
+        "weights": {
+            "similarity": 2.0,
+            "support": 2.0,
+            "decline_logprob": -0.3,
+            "mean_logprob": 0.5,
+        },
+    },
+    "large": {
+        "intercept": -2.0,
+        "weights": {"similarity": 2.0, "support": 2.0, "judge": 0.3, "mean_logprob": 0.5},
+    },
+}
+
+
+def _default_calibration() -> dict[str, Calibration]:
+    return {route: Calibration(**values) for route, values in CALIBRATION.items()}
+
+
+class AnsweringSettings(BaseModel):
+    """Evidence, verification and the "not found" decision (assistant/answering/). Chosen by
+    measurement: docs/benchmarks.md, "Issue 12"."""
+
+    # The best sentences of the top passages (MiniLM cosine of the sentence with its
+    # passage's title and section, plus keyword_weight times the share of the question's
+    # content words it holds), each with `evidence_window` neighbours, at most
+    # `evidence_chars` characters in all. 0 sentences: the whole top passages.
+    evidence_sentences: int = Field(4, ge=0, le=20)
+    evidence_window: int = Field(1, ge=0, le=5)
+    evidence_chars: int = Field(1400, ge=100, le=20_000)
     keyword_weight: float = Field(0.5, ge=0.0)
-    # Completion-style models may only copy a span of the evidence (a logits processor).
-    constrain: bool = True
-    max_answer_tokens: int = Field(24, ge=1, le=512)
-    # Decline when any of these says so (-inf / inf / 0 turn a check off). Chosen on
-    # squad2-dev --seed 1 --limit 120 (the tuning sample; figures are reported on --seed 0):
-    # the grid maximising F1 + correct "don't know" with at most 15% of answerable questions
-    # declined. Similarity and keyword coverage did not separate answerable from
-    # unanswerable there, so they stay at the retrieval floor and off.
-    min_similarity: float = Field(0.35, ge=-1.0, le=1.0)
-    min_coverage: float = Field(0.0, ge=0.0, le=1.0)
-    # Share of the answer's words found in one evidence sentence (1.0: all of them).
-    min_support: float = Field(1.0, ge=0.0, le=1.0)
-    # The model's mean log-probability of its (copied) answer tokens.
-    min_mean_logprob: float = -3.0
-    # log p("unknown") minus log p(best copy start) at the first answer token.
-    max_abstain_margin: float = -1.0
+    max_answer_tokens: int = Field(120, ge=1, le=1024)
+    # A sentence is shown only if this share of its new words (not in the question) is in
+    # the source sentence it cites.
+    min_support: float = Field(0.75, ge=0.0, le=1.0)
+    # Calibrated probability that the answer is right: below answer_threshold it is declined;
+    # below route_threshold (routing "auto") the larger model answers instead.
+    answer_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    route_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    # Ask the larger model whether its answer is in the sources (a calibrator input).
+    judge: bool = True
+    calibration: dict[str, Calibration] = Field(default_factory=_default_calibration)
+    # "verified": each verified sentence is sent as soon as the record of the question and
+    # its passages has committed; "strict": nothing is sent before the answer's own record.
+    stream: Literal["verified", "strict"] = "verified"
+
+    @model_validator(mode="after")
+    def _routes_calibrated(self) -> AnsweringSettings:
+        missing = {"small", "large"} - set(self.calibration)
+        if missing:
+            raise ValueError(f"calibration needs the routes small and large; missing {missing}")
+        return self
 
 
 class ChunkingSettings(BaseModel):
     # Characters per chunk; about 256 MiniLM tokens of English prose.
     size: int = Field(1000, ge=100)
     overlap: int = Field(150, ge=0)
+    # Index each chunk with its document's title and section heading (contextual headers),
+    # so a passage deep in a document still matches a question that names the document.
+    headers: bool = True
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingSettings:
@@ -201,8 +254,9 @@ class Settings(BaseSettings):
     # Threads of the ONNX Runtime backends (torch keeps its own default).
     embedding_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     generator: GeneratorSettings = GeneratorSettings()
+    routing: RoutingSettings = RoutingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
-    grounding: GroundingSettings = GroundingSettings()
+    answering: AnsweringSettings = AnsweringSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     limits: LimitSettings = LimitSettings()
     audit: AuditSettings = AuditSettings()

@@ -90,13 +90,18 @@ def serving(
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(back_forward_cache: bool = False) -> Iterator[Any]:
+    """Debian's chromium. Playwright turns its back/forward cache off unless asked to keep
+    it, as a user's browser has it (Back then shows the page as it was left)."""
     if not CHROMIUM.exists():
         pytest.skip(f"Debian chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    kept = ["--disable-back-forward-cache"] if back_forward_cache else None
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, ignore_default_args=kept
+        )
         try:
             yield browser
         finally:

@@ -21,9 +21,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, create_engine, event, text
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.db import make_engine, upgrade_database
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings
 from tests.documents import sample_files
@@ -106,6 +106,17 @@ def post_login(client: FlaskClient, headers: dict[str, str] | None = None, **for
 def fake_services(settings: Settings) -> Services:
     """Fast deterministic embedder and generator: for the logic around the models."""
     return build_services(settings, embedder=HashingEmbedder(), generator=ExtractiveFakeGenerator())
+
+
+@pytest.fixture
+def impatient(settings: Settings) -> tuple[Flask, Services]:
+    """An app (and its services) whose statements wait at most 1 s for a lock."""
+    services = build_services(
+        settings.model_copy(update={"database_busy_seconds": 1.0}),
+        embedder=HashingEmbedder(),
+        generator=ExtractiveFakeGenerator(),
+    )
+    return create_app(services=services, task_sender=RecordingQueue()), services
 
 
 @pytest.fixture

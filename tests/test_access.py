@@ -358,7 +358,8 @@ def test_auditor_finds_a_question_and_its_passages_and_verifies(
     assert "How many PINEAPPLE days?" in listing
     [seq] = re.findall(r'href="/audit/(\d+)"', listing)
     record = auditor.get(f"/audit/{seq}").get_data(as_text=True)
-    [passage] = re.findall(r'href="(/documents/[^"]+/source\?chunk=[^"]+)"', record)
+    # The passage retrieved (its cited sentence has a link of its own, to #sentence).
+    [passage] = re.findall(r'href="(/documents/[^"]+/source\?chunk=[^"#]+)#cited"', record)
     shown = auditor.get(passage.replace("&amp;", "&"))
     assert shown.status_code == 200 and "PINEAPPLE" in shown.get_data(as_text=True)
     verified = auditor.post("/audit/verify").get_data(as_text=True)

@@ -468,6 +468,7 @@ def test_the_log_has_no_way_to_change_or_delete_records() -> None:
         "get",
         "record",
         "search",
+        "transaction",  # appends records (in the caller's transaction), as `record` does
         "verify",
         "was_retrieved",
     ]

@@ -40,12 +40,9 @@ UNANSWERABLE = "What is the boiling point of tungsten in kelvin?"
 
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """gunicorn serving the app factory on a free port, on the test's data directory.
-    The UI is under test here, not the abstention threshold: the model's "unknown" margin
-    on QUESTION sits near the default -1.0 and moves with the llama.cpp build. At 0 the
-    model's own "unknown" hardly ever wins, so UNANSWERABLE must be (and is) declined
-    earlier, by retrieval similarity."""
-    with serving(settings, tmp_path, {"ASSISTANT_GROUNDING__MAX_ABSTAIN_MARGIN": "0"}) as url:
+    """gunicorn serving the app factory on a free port, on the test's data directory, with
+    the default (small) model only: the UI is under test here, not routing."""
+    with serving(settings, tmp_path, {"ASSISTANT_ROUTING__MODE": "off"}) as url:
         yield url
 
 

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import assistant.services
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.cli import main
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.index_check import SETTINGS_KEY, IndexMeta, index_settings
 from assistant.services import Services
 from assistant.settings import Settings, load_settings

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import LimitSettings, Settings, load_settings
 
@@ -129,8 +130,10 @@ def _settings_fields(model: type[BaseModel], prefix: str = "ASSISTANT_") -> dict
     fields: dict[str, FieldInfo] = {}
     for name, field in model.model_fields.items():
         variable = prefix + name.upper()
-        types = typing.get_args(field.annotation) or (field.annotation,)
-        nested = [t for t in types if isinstance(t, type) and issubclass(t, BaseModel)]
+        # A model or an optional model nests; a dict of models (JSON) is one variable.
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        options = typing.get_args(field.annotation) if union else (field.annotation,)
+        nested = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
         if nested:
             fields |= _settings_fields(nested[0], variable + "__")
         else:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.cli import main
 from assistant.embedding import HashingEmbedder
 from assistant.errors import InvalidInput
@@ -30,7 +31,6 @@ from assistant.evaluation.metrics import (
 from assistant.evaluation.qa import evaluate_qa, sample_questions
 from assistant.evaluation.report import format_report
 from assistant.evaluation.retrieval import evaluate_retrieval
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import Settings, load_settings
 
@@ -41,7 +41,8 @@ RETRIEVAL_KEYS = {"ndcg_at_10", "recall_at_10", "mrr_at_10", "index_seconds", "q
                   "query_p95_s"}  # fmt: skip
 QA_KEYS = {"answer_f1", "exact_match", "correct_decline_rate", "false_decline_rate",
            "citation_hit_rate", "ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s",
-           "n_answerable", "n_unanswerable", "model"}  # fmt: skip
+           "n_answerable", "n_unanswerable", "model", "answer_recall", "wrong_answer_rate",
+           "routed_rate", "risk_coverage"}  # fmt: skip
 
 DOCS = {
     "lighthouse.txt": "The Kestrel Point lighthouse was automated in 1987. "
@@ -209,6 +210,9 @@ def test_sampling_is_seeded_and_balanced() -> None:
     assert sum(not r["answerable"] for r in first) == 3
     # Fewer unanswerable than asked for: all of them are taken.
     assert sum(not r["answerable"] for r in sample_questions(rows, 10, 0, Path("q.jsonl"))) == 3
+    # A limit that covers the file takes every question (cuad-dev's "all 188").
+    every = sample_questions(rows, 13, 0, Path("q.jsonl"))
+    assert sorted(r["id"] for r in every) == sorted(r["id"] for r in rows)
 
 
 def test_cli_reports_a_missing_file(tmp_path: Path) -> None:
@@ -250,8 +254,15 @@ def test_evaluate_qa_with_fakes(qa_dir: Path, tmp_path: Path) -> None:
     assert report["correct_decline_rate"] == pytest.approx(0.5)
     assert report["citation_hit_rate"] == pytest.approx(1.0)
     assert report["model"] == "extractive-fake"
-    assert report["declined_by_similarity"] == 2
+    assert report["declined_by_no-passage"] == 2
+    # The fake copies whole sentences: every answer holds its gold answer, and the one
+    # unanswerable question it answers is the one wrong answer of three given.
+    assert report["answer_recall"] == pytest.approx(2 / 3)
+    assert report["wrong_answer_rate"] == pytest.approx(1 / 3)
+    assert report["routed_rate"] == 0.0
+    assert report["ttft_p50_s_small"] is not None
     records = {r["id"]: r for r in report["questions"]}
+    assert records["a2"]["answer_recall"] == 1.0 and records["a2"]["f1"] == pytest.approx(0.6)
     assert records["a3"]["declined"] and records["a3"]["f1"] == 0.0
     assert records["u1"]["declined"] and not records["u2"]["declined"]
     assert all(0 < r["ttft_s"] <= r["total_s"] for r in records.values())

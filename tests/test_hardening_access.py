@@ -65,12 +65,14 @@ def flush_refusals(app: Flask) -> None:
 
 
 # -- item 1: a session only once the sign-in is audited ---------------------------------------
-def block_audit_inserts(services: Services) -> None:
+def block_audit_inserts(services: Services, action: str | None = None) -> None:
+    """Audit records can no longer be written: none, or none of one action."""
+    when = f"WHEN (NEW.action = '{action}') " if action else ""
     with services.sessions.begin() as session:
         if session.get_bind().dialect.name == "sqlite":
             session.execute(
                 text(
-                    "CREATE TRIGGER no_audit BEFORE INSERT ON audit_records "
+                    f"CREATE TRIGGER no_audit BEFORE INSERT ON audit_records {when}"
                     "BEGIN SELECT RAISE(ABORT, 'audit inserts blocked'); END"
                 )
             )
@@ -84,9 +86,19 @@ def block_audit_inserts(services: Services) -> None:
         session.execute(
             text(
                 "CREATE TRIGGER no_audit BEFORE INSERT ON audit_records "
-                "FOR EACH ROW EXECUTE FUNCTION no_audit()"
+                f"FOR EACH ROW {when}EXECUTE FUNCTION no_audit()"
             )
         )
+
+
+def unblock_audit_inserts(services: Services) -> None:
+    """Undo `block_audit_inserts`."""
+    with services.sessions.begin() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("DROP TRIGGER no_audit"))
+            return
+        session.execute(text("DROP TRIGGER no_audit ON audit_records"))
+        session.execute(text("DROP FUNCTION no_audit()"))
 
 
 def test_sign_in_issues_no_session_when_its_audit_record_fails(

@@ -13,7 +13,6 @@ import struct
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,10 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from assistant.accounts import Principal
-from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
-from assistant.services import Services, build_services
-from assistant.settings import Settings
+from assistant.services import Services
 from tests.conftest import RecordingQueue, post_login, sign_in
 from tests.test_access import PASSWORD, client_for, make_library
 from web import create_app
@@ -75,17 +71,6 @@ def test_a_zip_entry_that_lies_about_its_size_is_reported_and_the_others_kept(
 
 
 # -- item 8: a locked database ----------------------------------------------------------------
-@pytest.fixture
-def impatient(settings: Settings) -> Iterator[tuple[Flask, Services]]:
-    """An app whose statements wait at most 1 s for a lock."""
-    services = build_services(
-        settings.model_copy(update={"database_busy_seconds": 1.0}),
-        embedder=HashingEmbedder(),
-        generator=ExtractiveFakeGenerator(),
-    )
-    yield create_app(services=services, task_sender=RecordingQueue()), services
-
-
 def hold_write_lock(services: Services, release: threading.Event, held: threading.Event) -> None:
     """Another process's long write transaction, from its own connection."""
     engine = services.sessions.kw["bind"]

@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 
 from assistant import sandbox
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.db import DocumentStatus
 from assistant.embedding import HashingEmbedder
 from assistant.errors import DocumentError, InvalidInput
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.parsing import parse
 from assistant.services import build_services
 from assistant.settings import LimitSettings, load_settings

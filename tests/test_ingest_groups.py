@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import select, update
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.db import Document, DocumentStatus, IngestJob, utcnow
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.ingestion import HOLDER_PREFIX
 from assistant.services import Services, build_services
 from assistant.settings import Settings

@@ -12,10 +12,10 @@ import threading
 import pytest
 from sqlalchemy import update
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.db import Document, DocumentStatus, utcnow
 from assistant.embedding import HashingEmbedder
 from assistant.errors import DuplicateDocument, InvalidInput
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.index_check import index_settings
 from assistant.ingestion import HOLDER_PREFIX
 from assistant.services import Services, build_services

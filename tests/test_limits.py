@@ -19,8 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from assistant.accounts import Principal
+from assistant.answering.generation import ExtractiveFakeGenerator, Prompt
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator, Prompt
 from assistant.refusals import RefusalLog
 from assistant.services import Services, build_services
 from assistant.settings import GeneratorSettings, LoadSettings, Settings
@@ -287,7 +287,7 @@ def test_metrics_count_questions_latency_queue_and_documents(settings: Settings)
     for line in text.splitlines():  # every line is a comment or `name{labels} value`
         assert re.fullmatch(r"# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [-+\w.]+", line), line
     assert sample(text, "assistant_questions_total", outcome="answered", reason="none") == 2
-    assert sample(text, "assistant_questions_total", outcome="declined", reason="similarity") == 1
+    assert sample(text, "assistant_questions_total", outcome="declined", reason="no-passage") == 1
     assert sample(text, "assistant_questions_total", outcome="refused", reason="rate_limit") == 1
     assert sample(text, "assistant_questions_total", outcome="refused", reason="invalid") == 1
     assert sample(text, "assistant_questions_total", outcome="refused", reason="capacity") == 0

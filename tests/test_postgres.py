@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import build_services
 from assistant.settings import load_settings
 from tests.documents import MARKDOWN

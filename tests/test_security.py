@@ -14,10 +14,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
-from assistant.settings import GroundingSettings, RetrievalSettings, Settings
+from assistant.settings import AnsweringSettings, RetrievalSettings, Settings
 from tests.conftest import RecordingQueue, sign_in
 from web import create_app
 from web.security import SECURITY_HEADERS
@@ -146,7 +146,7 @@ def hostile(settings: Settings) -> tuple[FlaskClient, Services, dict[str, Any]]:
     lenient = settings.model_copy(
         update={
             "retrieval": RetrievalSettings(min_score=-1.0),
-            "grounding": GroundingSettings(min_similarity=-1.0),
+            "answering": AnsweringSettings(answer_threshold=0.0),
         }
     )
     services = build_services(

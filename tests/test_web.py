@@ -14,8 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from assistant.answering.generation import ExtractiveFakeGenerator
 from assistant.embedding import HashingEmbedder
-from assistant.generation import ExtractiveFakeGenerator
 from assistant.services import Services, build_services
 from assistant.settings import ChunkingSettings, LimitSettings, Settings
 from tests.conftest import RecordingQueue, sign_in
@@ -310,11 +310,16 @@ def test_upload_ingest_ask_streams_a_cited_answer(
     assert response.mimetype == "text/event-stream"
     events = sse_events(response.get_data(as_text=True))
     kinds = [kind for kind, _ in events]
-    # Fail closed: the answer is held back until its audit record is written.
-    assert kinds == ["status", "answer"]
+    # Verified sentences stream before the whole answer (each after its check).
+    assert kinds[0] == "status" and kinds[-1] == "answer" and "text" in kinds
+    streamed = "".join(data["text"] for kind, data in events if kind == "text")
     answer = events[-1][1]
     assert not answer["declined"]
+    assert streamed == answer["answer"]
     citation = answer["citations"][0]
+    assert citation["sentence"] in citation["text"]
+    assert citation["sentence_start"] >= citation["start"]
+    assert citation["sentence_end"] <= citation["end"]
     assert citation["document_id"] == guide["id"]
     assert citation["chunk_id"].startswith(f"{guide['id']}:")
     assert citation["filename"] == "guide.md"
@@ -324,7 +329,13 @@ def test_upload_ingest_ask_streams_a_cited_answer(
     assert record["actor_id"] == "user:admin" and record["request_id"]
     assert details["question"] == "How much are hotel costs refunded per night?"
     assert details["answer"] == answer["answer"] and details["declined"] is False
-    assert details["cited"] == [citation["chunk_id"]]
+    # One citation per supporting sentence: a passage may be cited for two of them.
+    assert [c["chunk_id"] for c in details["cited"]] == [c["chunk_id"] for c in answer["citations"]]
+    assert details["cited"][0]["sentence_start"] == citation["sentence_start"]
+    # The question and its passages were recorded before any text was sent.
+    [asked] = fake_services.audit_log.search(action="question.asked")
+    assert asked["seq"] < record["seq"]
+    assert asked["details"]["retrieved"] == details["retrieved"]
     retrieved = details["retrieved"][0]
     assert retrieved["document_sha256"] == guide["sha256"] and retrieved["chunk_id"]
     assert details["collections"] is None  # admins read every collection

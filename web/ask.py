@@ -1,6 +1,9 @@
-"""The Ask page and `POST /api/ask`, which streams the answer as Server-Sent Events.
+"""The Ask page and `POST /api/ask`, which streams the answer as Server-Sent Events:
+`status` lines, `text` (each verified sentence, with the citations it introduces), then the
+whole `answer` (or an `error`).
 
-Every question is audited: answered or declined (`question`), refused before it is answered
+Every question is audited: asked, with the passages retrieved (`question.asked`, before any
+text is sent), answered or declined (`question`), refused before it is answered
 (`question.refused`: bad input, the per-user rate limit (429) or no capacity (503)), or
 failed on the way (`question.failed`)."""
 
@@ -22,9 +25,11 @@ from flask import (
     stream_with_context,
 )
 
-from assistant.answering import validate_question
+from assistant.answering import Answer, Retrieved, Status, Text, validate_question
+from assistant.answering.answers import retrieved_details
 from assistant.documents import Scope
 from assistant.errors import AssistantError, AuditError, InvalidInput
+from assistant.retrieval import Passage
 from assistant.services import Services
 from web.auth import audit, principal, scope
 from web.limits import Lease, Refused, load_control
@@ -38,7 +43,12 @@ bp = Blueprint("ask", __name__)
 
 @bp.get("/")
 def page() -> str:
-    return render_template("ask.html", max_chars=current_app.config["ASSISTANT_MAX_QUESTION_CHARS"])
+    # The models' display names ("answered by Qwen2.5-Coder-1.5B-Instruct"), by file name.
+    answerer = services().answerer
+    generators = [g for g in (answerer.generator, answerer.large) if g is not None]
+    models = {g.name: getattr(g, "title", g.name) for g in generators}
+    max_chars = current_app.config["ASSISTANT_MAX_QUESTION_CHARS"]
+    return render_template("ask.html", max_chars=max_chars, models=models)
 
 
 @bp.post("/api/ask")
@@ -116,20 +126,35 @@ def _events(
     lease: Lease,
     arrived: float,
 ) -> Iterator[str]:
-    """Fail closed: the answer is sent only once its audit record is written, so the
-    generated text is held back until then (answers are a short copied span)."""
+    """Fail closed: no answer text is sent before the record of the question and the
+    passages it retrieved has committed (`question.asked`); the answer's own record
+    (`question`) follows. With `answering.stream = "strict"` the text is held until that
+    second record has committed too."""
     answerer = services.answerer
+    strict = services.settings.answering.stream == "strict"
     outcome, reason, first_event = "failed", "error", None
+    held: list[str] = []
     try:
         yield sse("status", {"text": "searching your documents"})
-        answer = answerer.ask(question, collections)
-        audit("question", answerer.audit_details(answer, collections))
-        if answer.declined:
-            outcome, reason = "declined", answer.decline_reason or "none"
-        else:
-            outcome, reason = "answered", "none"
-        first_event = time.monotonic() - arrived
-        yield sse("answer", answer.to_dict())
+        for event in answerer.stream(question, collections):
+            if isinstance(event, Retrieved):
+                audit("question.asked", asked_details(question, collections, event.passages))
+            elif isinstance(event, Status):
+                yield sse("status", {"text": event.text})
+            elif isinstance(event, Text):
+                chunk = sse("text", {"text": event.text, "citations": _cited(event)})
+                if strict:
+                    held.append(chunk)
+                else:
+                    first_event = first_event or time.monotonic() - arrived
+                    yield chunk
+            elif isinstance(event, Answer):
+                audit("question", answerer.audit_details(event, collections))
+                outcome = "declined" if event.declined else "answered"
+                reason = event.decline_reason or "none" if event.declined else "none"
+                yield from held
+                first_event = first_event or time.monotonic() - arrived
+                yield sse("answer", event.to_dict())
     except InvalidInput as exc:
         reason = "invalid"
         _audit_failure(question, str(exc))
@@ -155,6 +180,19 @@ def _events(
         lease.release()
         collected.question(outcome, reason)
         collected.timings(lease.waited_seconds, first_event, time.monotonic() - arrived)
+
+
+def _cited(event: Text) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in event.citations]
+
+
+def asked_details(question: str, collections: Scope, passages: list[Passage]) -> dict[str, Any]:
+    """The first record of a question: what was asked and what retrieval returned."""
+    return {
+        "question": question,
+        "collections": None if collections is None else sorted(collections),
+        "retrieved": retrieved_details(passages),
+    }
 
 
 def _audit_failure(question: str, error: str) -> None:

@@ -29,8 +29,8 @@ from flask import (
 )
 
 from assistant.accounts import InvalidCredentials, LoginThrottled, Principal
+from assistant.actors import request_context
 from assistant.documents import Scope
-from assistant.services import request_context
 from web.bounds import allow_upload
 from web.errors import error_response, wants_json
 from web.refusals import deny, refuse

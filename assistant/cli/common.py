@@ -9,6 +9,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from assistant.errors import AssistantError
 from assistant.settings import Settings
@@ -33,7 +34,8 @@ def open_services() -> Services:
 
 
 def core_errors(command: F) -> F:
-    """Show core errors as one clear line and exit 1, instead of a traceback."""
+    """Show core errors, and a locked or unreachable database, as one clear line and exit 1,
+    instead of a traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -41,6 +43,11 @@ def core_errors(command: F) -> F:
             return command(*args, **kwargs)
         except AssistantError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OperationalError as exc:  # locked past ASSISTANT_DATABASE_BUSY_SECONDS, or down
+            reason = (str(exc.orig).strip().splitlines() or ["no reason given"])[0]
+            raise click.ClickException(
+                f"the database is busy or does not answer ({reason}); try again soon"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -271,8 +271,10 @@ def ask(question: str, as_json: bool) -> None:
     click.echo(f"\nAnswer: {answer.text}\n\nSources:")
     for citation in answer.citations:
         passage = citation.passage
-        excerpt = " ".join(passage.text.split())[:160]
+        excerpt = " ".join(citation.sentence.split())[:240]
         click.echo(f"  [{citation.number}] {_where(passage.filename, passage.page)}: {excerpt}")
+    if answer.routed:
+        click.echo(f"(answered by the larger model, {answer.model})")
 
 
 def _where(filename: str, page: int | None) -> str:

@@ -75,6 +75,41 @@ def eval_qa(
     _report(report, json_path)
 
 
+@eval_group.command(name="calibrate")
+@click.argument(
+    "reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--route", type=click.Choice(["small", "large"]), default="small", show_default=True,
+    help="Which model's answers to fit (run `eval qa` with ASSISTANT_ROUTING__MODE=off for "
+    "the small one, =always for the large one, and ASSISTANT_ANSWERING__ANSWER_THRESHOLD=0).",
+)  # fmt: skip
+@click.option("--max-wrong", type=click.FloatRange(0, 1), default=0.15, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
+@core_errors
+def eval_calibrate(
+    reports: tuple[Path, ...], route: str, max_wrong: float, json_path: Path | None
+) -> None:
+    """Fit the "not found" calibrator on `eval qa` reports (their --json files)."""
+    from assistant.evaluation.calibrate import calibrate
+
+    result = calibrate(reports, route, max_wrong)
+    click.echo(f"route {route}: {result['answers']} answers, {result['right']} right")
+    for row in result["risk_coverage"]:
+        click.echo(
+            f"  confidence >= {row['threshold']:.3f}: answers {row['coverage']:.2f} of them, "
+            f"{row['wrong_answer_rate']:.2f} wrong"
+        )
+    click.echo(f"lowest threshold with at most {max_wrong:.0%} wrong: "
+               f"{result['threshold_for_max_wrong']}")  # fmt: skip
+    click.echo("weights (the calibration entry for this route):")
+    click.echo(json.dumps(result["calibration"]))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
 def _levels(_: click.Context, __: click.Parameter, value: str) -> list[tuple[int, bool]]:
     from assistant.evaluation.load import parse_levels
 

@@ -57,6 +57,15 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def answer_recall(prediction: str, gold: str) -> float:
+    """The share of the gold answer's tokens the prediction contains (a right answer given
+    as a whole sentence scores 1)."""
+    predicted, expected = set(normalize_answer(prediction).split()), normalize_answer(gold).split()
+    if not expected:
+        return float(not predicted)
+    return sum(token in predicted for token in expected) / len(expected)
+
+
 def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 

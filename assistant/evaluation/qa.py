@@ -1,5 +1,6 @@
 """Answer quality of the product answerer on documents/ + questions.jsonl: SQuAD F1 and exact
-match, decline behaviour, citations and latency."""
+match, answer recall and the wrong-answer rate, decline behaviour, citations, routing and
+latency, with a per-category breakdown and a risk-coverage table of the confidence."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assistant.answering import Answer
+from assistant.answering import Answer, Text
+from assistant.answering.calibration import risk_coverage
+from assistant.answering.prompts import PROMPT_VERSION
 from assistant.errors import InvalidInput
 from assistant.evaluation.datasets import load_questions
 from assistant.evaluation.metrics import (
+    answer_recall,
     best_score,
     contains_answer,
     exact_match,
@@ -29,17 +33,18 @@ from assistant.evaluation.scratch import (
     settings_summary,
     warm_up,
 )
-from assistant.generation import PROMPT_VERSION
 from assistant.services import Services
 from assistant.settings import Settings
 
 logger = logging.getLogger(__name__)
+RIGHT = 0.5  # answer recall at which an answer to an answerable question counts as right
 
 
 def sample_questions(
     rows: Sequence[dict[str, Any]], limit: int, seed: int, path: Path
 ) -> list[dict[str, Any]]:
-    """limit//2 answerable and the rest unanswerable, drawn with random.Random(seed)."""
+    """limit//2 answerable and the rest unanswerable, drawn with random.Random(seed); every
+    question (in a seeded order) when the limit covers the whole file."""
     answerable = [r for r in rows if r["answerable"]]
     unanswerable = [r for r in rows if not r["answerable"]]
     if not answerable:
@@ -47,6 +52,10 @@ def sample_questions(
     if not unanswerable:
         raise InvalidInput(f"{path}: the file has no unanswerable questions")
     rng = random.Random(seed)
+    if limit >= len(rows):
+        everything = list(rows)
+        rng.shuffle(everything)
+        return everything
     chosen = rng.sample(answerable, min(limit // 2, len(answerable)))
     chosen += rng.sample(unanswerable, min(limit - limit // 2, len(unanswerable)))
     rng.shuffle(chosen)
@@ -54,14 +63,15 @@ def sample_questions(
 
 
 def _ask(services: Services, question: str) -> tuple[Answer, float, float]:
-    """The final answer, the time to its first token (or to a decline) and the total time."""
+    """The final answer, the time to its first verified text (or to the decline), and the
+    total time."""
     started = time.perf_counter()
     first: float | None = None
     answer: Answer | None = None
     for event in services.answerer.stream(question):
         if isinstance(event, Answer):
             answer = event
-        elif first is None:
+        elif isinstance(event, Text) and first is None:
             first = time.perf_counter() - started
     total = time.perf_counter() - started
     if answer is None:
@@ -72,34 +82,84 @@ def _ask(services: Services, question: str) -> tuple[Answer, float, float]:
 def _score(services: Services, row: dict[str, Any]) -> dict[str, Any]:
     answer, ttft, total = _ask(services, str(row["question"]))
     golds = [str(a) for a in row["answers"]]
-    # Outside the timed path: the same passages again, to study the decline threshold.
-    passages = services.retriever.search(str(row["question"]), services.settings.retrieval.top_k)
-    similarity = max((p.similarity for p in passages), default=None)
-    # The answerer's own reason when it gives one; else before generation (no passage
-    # reached min_score) or after it (the model said it did not know).
-    below = similarity is None or similarity < services.settings.retrieval.min_score
-    reason = getattr(answer, "decline_reason", None) or ("similarity" if below else "model")
+    shown = "" if answer.declined else strip_citations(answer.text)
     record: dict[str, Any] = {
         "id": row["id"],
         "answerable": row["answerable"],
+        "category": row.get("category"),
         "answer": answer.text,
         "declined": answer.declined,
-        "decline_reason": reason if answer.declined else None,
-        "top_similarity": None if similarity is None else round(similarity, 4),
+        "decline_reason": answer.decline_reason,
+        "dropped": answer.dropped,
+        "route": answer.route,
+        "routed": answer.routed,
+        "confidence": answer.confidence,
+        "signals": answer.signals,
         "ttft_s": round(ttft, 4),
         "total_s": round(total, 4),
     }
     if row["answerable"]:
-        prediction = "" if answer.declined else strip_citations(answer.text)
-        record["f1"] = best_score(token_f1, prediction, golds)
-        record["em"] = best_score(exact_match, prediction, golds)
+        record["f1"] = best_score(token_f1, shown, golds)
+        record["em"] = best_score(exact_match, shown, golds)
+        record["answer_recall"] = best_score(answer_recall, shown, golds)
+        in_top = [p for p in answer.retrieved if contains_answer(p.text, golds)]
+        if row.get("document"):
+            in_top = [p for p in in_top if p.filename == row["document"]]
+        record["gold_passage_in_top_k"] = bool(in_top)
         if not answer.declined:
-            record["citation_hit"] = any(
-                contains_answer(c.passage.text, golds) for c in answer.citations
+            cited = answer.citations
+            record["citation_hit"] = any(contains_answer(c.passage.text, golds) for c in cited)
+            record["sentence_hit"] = any(contains_answer(c.sentence, golds) for c in cited)
+    if not answer.declined:
+        record["wrong"] = not row["answerable"] or record["answer_recall"] < RIGHT
+    # What the model wrote, shown or withheld: the calibrator is judged on it.
+    record["candidate"] = strip_citations(answer.text) if not answer.declined else answer.draft
+    if row["answerable"]:
+        record["candidate_recall"] = best_score(answer_recall, record["candidate"], golds)
+    small = answer.signals.get("small") if answer.routed else None
+    if isinstance(small, dict):  # the small model's overruled draft, for its calibrator
+        record["small_candidate"] = small.get("draft", "")
+        if row["answerable"]:
+            record["small_candidate_recall"] = best_score(
+                answer_recall, record["small_candidate"], golds
             )
     if row.get("document"):
-        record["gold_document_retrieved"] = any(p.filename == row["document"] for p in passages)
+        found = {p.filename for p in answer.retrieved}
+        record["gold_document_retrieved"] = row["document"] in found
     return record
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The headline figures of a set of scored questions."""
+    answerable = [r for r in records if r["answerable"]]
+    unanswerable = [r for r in records if not r["answerable"]]
+    given = [r for r in records if not r["declined"]]
+    cited = [r for r in answerable if not r["declined"]]
+    routes = sorted({r["route"] for r in records})
+    summary: dict[str, Any] = {
+        "answer_f1": mean([r["f1"] for r in answerable]),
+        "exact_match": mean([r["em"] for r in answerable]),
+        "answer_recall": mean([r["answer_recall"] for r in answerable]),
+        "correct_decline_rate": mean([float(r["declined"]) for r in unanswerable]),
+        "false_decline_rate": mean([float(r["declined"]) for r in answerable]),
+        "citation_hit_rate": mean([float(r["citation_hit"]) for r in cited]),
+        "sentence_hit_rate": mean([float(r["sentence_hit"]) for r in cited]),
+        "wrong_answer_rate": mean([float(r["wrong"]) for r in given]),
+        "answer_rate": mean([float(not r["declined"]) for r in records]),
+        "routed_rate": mean([float(r["routed"]) for r in records]),
+        "ttft_p50_s": percentile([r["ttft_s"] for r in records], 0.5),
+        "ttft_p95_s": percentile([r["ttft_s"] for r in records], 0.95),
+        "total_p50_s": percentile([r["total_s"] for r in records], 0.5),
+        "total_p95_s": percentile([r["total_s"] for r in records], 0.95),
+    }
+    for route in routes:
+        mine = [r for r in records if r["route"] == route]
+        summary[f"ttft_p50_s_{route}"] = percentile([r["ttft_s"] for r in mine], 0.5)
+        summary[f"total_p50_s_{route}"] = percentile([r["total_s"] for r in mine], 0.5)
+        summary[f"answered_by_{route}"] = len(mine)
+    summary["n_answerable"] = len(answerable)
+    summary["n_unanswerable"] = len(unanswerable)
+    return summary
 
 
 def evaluate_qa(
@@ -111,7 +171,7 @@ def evaluate_qa(
     *,
     services_factory: ServicesFactory | None = None,
 ) -> dict[str, Any]:
-    """Answer F1/EM, decline behaviour, citations and latency of the product answerer."""
+    """Answer quality, declines, citations, routing and latency of the product answerer."""
     documents_dir = directory / "documents"
     if not documents_dir.is_dir():
         raise InvalidInput(f"{documents_dir}: missing documents directory")
@@ -128,41 +188,47 @@ def evaluate_qa(
             records.append(_score(services, row))
             if number % 20 == 0:
                 logger.info("answered %s of %s questions", number, len(chosen))
-        model = services.generator.name
         summary = {
+            "model": services.generator.name,
+            "large_model": getattr(services.large_generator, "name", None),
             **settings_summary(services),
-            "prompt_style": getattr(services.generator, "prompt_style", None),
             "prompt_version": PROMPT_VERSION,
             **{f"generator.{k}": v for k, v in settings.generator.model_dump(mode="json").items()},
+            "routing.mode": settings.routing.mode,
         }
     answerable = [r for r in records if r["answerable"]]
-    unanswerable = [r for r in records if not r["answerable"]]
-    answered = [r for r in answerable if not r["declined"]]
     retrieved = [r["gold_document_retrieved"] for r in answerable if "gold_document_retrieved" in r]
+    categories = sorted({r["category"] for r in records if r["category"]})
     return {
-        "answer_f1": mean([r["f1"] for r in answerable]),
-        "exact_match": mean([r["em"] for r in answerable]),
-        "correct_decline_rate": mean([float(r["declined"]) for r in unanswerable]),
-        "false_decline_rate": mean([float(r["declined"]) for r in answerable]),
-        "citation_hit_rate": mean([float(r["citation_hit"]) for r in answered]),
-        "ttft_p50_s": percentile([r["ttft_s"] for r in records], 0.5),
-        "ttft_p95_s": percentile([r["ttft_s"] for r in records], 0.95),
-        "total_p50_s": percentile([r["total_s"] for r in records], 0.5),
-        "total_p95_s": percentile([r["total_s"] for r in records], 0.95),
-        "n_answerable": len(answerable),
-        "n_unanswerable": len(unanswerable),
-        "model": model,
-        "answered_f1": mean([r["f1"] for r in answered]),
+        **summarise(records),
+        "gold_passage_in_top_k": mean([float(r["gold_passage_in_top_k"]) for r in answerable]),
+        "gold_document_in_top_k": mean([float(x) for x in retrieved]),
         **{
             f"declined_by_{reason}": sum(r["decline_reason"] == reason for r in records)
             for reason in sorted({r["decline_reason"] for r in records} - {None})
         },
-        "gold_document_in_top_k": mean([float(x) for x in retrieved]),
         "index_seconds": index_seconds,
         "model_load_seconds": load_seconds,
         "n_documents": len(keys),
         "seed": seed,
         "limit": limit,
         **summary,
+        "risk_coverage": _risk_coverage(records),
+        "per_category": {
+            category: summarise([r for r in records if r["category"] == category])
+            for category in categories
+        },
         "questions": records,
     }
+
+
+def _risk_coverage(records: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Wrong-answer rate against answer rate if only the most confident answers were shown:
+    every question the model wrote an answer for, shown or withheld, ranked by confidence."""
+    scored = [r for r in records if r["confidence"] is not None and r["candidate"]]
+    if not scored:
+        return []
+    wrong = [not r["answerable"] or r["candidate_recall"] < RIGHT for r in scored]
+    table = risk_coverage([r["confidence"] for r in scored], wrong)
+    share = len(scored) / len(records)
+    return [{**row, "coverage": round(row["coverage"] * share, 3)} for row in table]

@@ -35,6 +35,36 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         title = "Retrieval quality"
     lines = section(title, figures)
+    if report.get("per_category"):
+        lines += ["", *_per_category(report["per_category"])]
+    if report.get("risk_coverage"):
+        lines += ["", *_risk_coverage(report["risk_coverage"])]
     if settings:
         lines += ["", *section("Settings", settings)]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _per_category(categories: dict[str, dict[str, Any]]) -> list[str]:
+    columns = ("answer_f1", "answer_recall", "correct_decline_rate", "false_decline_rate",
+               "wrong_answer_rate", "routed_rate")  # fmt: skip
+    width = max(len(name) for name in categories)
+    header = "category".ljust(width) + "".join(f"  {c[:14]:>14}" for c in columns)
+    rows = [
+        name.ljust(width) + "".join(f"  {_cell(figures.get(c)):>14}" for c in columns)
+        for name, figures in categories.items()
+    ]
+    return ["Per category", "-" * len(header), header, *rows]
+
+
+def _risk_coverage(table: list[dict[str, float]]) -> list[str]:
+    """Answer rate against wrong-answer rate, if only answers above a confidence were shown."""
+    rows = [
+        f"{row['threshold']:>10.3f}  {row['coverage']:>11.2f}  {row['wrong_answer_rate']:>17.2f}"
+        for row in table
+    ]
+    header = "confidence  answer rate  wrong-answer rate"
+    return ["Risk and coverage", "-" * len(header), header, *rows]
