@@ -1,7 +1,6 @@
 """Checking an answer against its sources before it is shown: each sentence must have its
-new words (those not already in the question) in one evidence sentence, or in two sentences
-of different passages together, which become its citations. Unsupported sentences are
-dropped."""
+new words (those not already in the question) in one evidence sentence, or in two evidence
+sentences together, which become its citations. Unsupported sentences are dropped."""
 
 from __future__ import annotations
 
@@ -72,8 +71,8 @@ def _units(evidence: Sequence[Evidence]) -> list[tuple[Support, set[str]]]:
 
 def check_sentence(sentence: str, question: str, evidence: Sequence[Evidence]) -> Checked:
     """The evidence sentence holding most of `sentence`'s new words; failing full support,
-    two sentences of different passages that hold them together. A sentence that only
-    repeats the question's words is checked on all its words."""
+    it and the next best sentence that adds some of the rest. A sentence that only repeats
+    the question's words is checked on all its words."""
     words = content_words(sentence)
     new = words - content_words(question) or words
     units = _units(evidence)
