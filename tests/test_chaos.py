@@ -130,14 +130,14 @@ def test_killing_the_worker_ten_times_loses_and_duplicates_nothing(
         expected_total += expected
     assert services.store.count() == services.keywords.count() == expected_total
     assert services.index.verify().consistent
-    # Every chunk is retrievable by its own text: the index holds the vector of the chunk's
+    # Every chunk is retrievable: the index holds the vector of the chunk's header and
     # own text (int8 vectors move slightly with their batch companions, cosine > 0.99 in
     # docs/benchmarks.md), and a search with that vector finds the chunk. The registers'
     # word salads share one vocabulary, so their chunks are near-duplicates and a search
     # with a freshly embedded text may rank a neighbour first. The keyword index holds
     # exactly the same chunks (checked above).
     chunks = [c for i in documents.values() for c in services.documents.chunks(i)]
-    vectors = services.embedder.embed([c.text for c in chunks])
+    vectors = services.embedder.embed([c.index_text for c in chunks])  # header + text
     stored = services.store.embeddings([c.id for c in chunks])
     for chunk, vector in zip(chunks, vectors, strict=True):
         assert sum(a * b for a, b in zip(stored[chunk.id], vector, strict=True)) > 0.98, chunk.id

@@ -54,10 +54,12 @@ def upload_ask_and_check(
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
     events = sse_events(response.get_data(as_text=True))
-    assert [name for name, _ in events] == ["status", "answer"]
-    name, answer = events[-1]
-    assert name == "answer"
+    names = [name for name, _ in events]
+    assert names[0] == "status" and names[-1] == "answer" and "error" not in names, names
+    answer = events[-1][1]
     assert not answer["declined"]
+    # Verified sentences stream before the answer record; together they are the answer.
+    assert "".join(data["text"] for name, data in events if name == "text") == answer["answer"]
     assert answer["citations"][0]["document_id"] == ids["compliance.md"]
     assert "Amara Okafor" in answer["citations"][0]["text"]
 

@@ -104,6 +104,6 @@ def test_a_group_of_queued_documents_gets_each_chunk_its_own_vector(
     assert len(chunks) == sum(d.chunk_count for d in documents) == services.store.count()
     stored = services.store.embeddings([c.id for c in chunks])
     for chunk in chunks:
-        [alone] = services.embedder.embed([chunk.text])
+        [alone] = services.embedder.embed([chunk.index_text])  # header + text, as indexed
         # int8 vectors depend slightly on their batch companions (docs/benchmarks.md).
         assert sum(a * b for a, b in zip(stored[chunk.id], alone, strict=True)) > 0.98
