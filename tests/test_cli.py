@@ -262,3 +262,18 @@ def test_reindex_documents_by_id(cli: InProcessCli, tmp_path: Path) -> None:
     assert mixed.exit_code == 2
     assert "exactly one" in mixed.output
     assert cli("reindex", "--all", "--verify").exit_code == 2
+
+
+def test_eval_calibrate_refuses_bad_reports_clearly(tmp_path: Path) -> None:
+    """Not an `eval qa` report, or too few answers to fit: one clear line, exit 1."""
+    not_a_report = tmp_path / "other.json"
+    not_a_report.write_text('{"answer_f1": 0.5}')
+    result = CliRunner().invoke(main, ["eval", "calibrate", str(not_a_report)])
+    assert result.exit_code == 1 and "not an `eval qa` report" in result.output
+    rows = [{"answerable": True, "route": "small", "signals": {"support": 1.0},
+             "candidate": "x", "candidate_recall": 1.0}]  # fmt: skip
+    too_few = tmp_path / "few.json"
+    too_few.write_text(json.dumps({"questions": rows}))
+    result = CliRunner().invoke(main, ["eval", "calibrate", str(too_few), "--route", "small"])
+    assert result.exit_code == 1 and "at least 10 answers" in result.output
+    assert "Traceback" not in result.output
