@@ -49,20 +49,49 @@ def resolve_model_path(settings: GeneratorSettings, models_dir: Path) -> Path:
     return assemble(PACKAGED_MODELS[settings.model], models_dir)
 
 
+def cpu_has_amx() -> bool:
+    """Intel AMX (Sapphire Rapids and later): llama.cpp's AMX weight buffers crash these
+    Q4_K_M models on the first batch (ggml-org/llama.cpp#20824), so they are not used."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and "amx_int8" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+_params_lock = threading.Lock()
+
+
 @cache
 def _load_llama(path: str, n_ctx: int, n_threads: int, flash_attn: bool) -> Any:
     from llama_cpp import Llama
+    from llama_cpp import llama_cpp as bindings  # where Llama() reads its defaults
 
     logger.info("loading language model %s (n_ctx=%s, threads=%s)", path, n_ctx, n_threads)
-    return Llama(
-        model_path=path,
-        n_ctx=n_ctx,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        n_batch=512,
-        flash_attn=flash_attn,
-        verbose=False,
-    )
+    defaults = bindings.llama_model_default_params
+    extra_buffers = not cpu_has_amx()
+
+    def model_params() -> Any:
+        params = defaults()
+        params.use_extra_bufts = extra_buffers  # weight repacking (AMX among them)
+        return params
+
+    # Llama() offers no argument for it: its default model parameters are swapped while it
+    # loads, under a lock, since they are module-wide.
+    with _params_lock:
+        bindings.llama_model_default_params = model_params
+        try:
+            return Llama(
+                model_path=path,
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=512,
+                flash_attn=flash_attn,
+                verbose=False,
+            )
+        finally:
+            bindings.llama_model_default_params = defaults
 
 
 def _log_softmax(scores: Any) -> np.ndarray:
