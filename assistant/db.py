@@ -214,6 +214,7 @@ def model_metadata() -> MetaData:
         audit,
         audit_checkpoints,
         batches,
+        conversations,
         index_check,
         login_throttle,
         sessions,

@@ -14,6 +14,7 @@ from assistant.actors import Principal, record_fields
 from assistant.answering import Answerer
 from assistant.answering.generation import Generator, LlamaGenerator
 from assistant.audit import AuditLog
+from assistant.conversations import ConversationService
 from assistant.db import Document, make_engine, make_session_factory
 from assistant.documents import DocumentService, pending_ids
 from assistant.embedding import Embedder, SentenceTransformerEmbedder
@@ -43,6 +44,7 @@ class Services:
     audit_log: AuditLog
     accounts: AccountService
     access: AccessService
+    conversations: ConversationService
 
     def upload(
         self,
@@ -120,6 +122,7 @@ def build_services(
         audit_log=audit_log,
         accounts=AccountService(sessions, settings, audit_log, memberships=access),
         access=access,
+        conversations=ConversationService(sessions, settings, audit_log),
     )
 
 

@@ -226,6 +226,14 @@ class LoadSettings(BaseModel):
     retry_after_seconds: int = Field(5, ge=1)
 
 
+class ConversationSettings(BaseModel):
+    # Conversations untouched this many days are deleted by the worker's periodic job (and
+    # by `assistant conversations purge`), each run audited; 0 keeps them.
+    retention_days: int = Field(90, ge=0)
+    # How often the worker runs that job.
+    purge_interval_hours: float = Field(6.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="ignore"
@@ -277,6 +285,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     accounts: AccountSettings = AccountSettings()
     load: LoadSettings = LoadSettings()
+    conversations: ConversationSettings = ConversationSettings()
     # The first admin's password (ASSISTANT_ADMIN_PASSWORD). Unset: one is generated and
     # printed once, on first start only.
     admin_password: SecretStr | None = None

@@ -104,7 +104,8 @@ def test_every_content_path_shows_only_readable_collections(
         response = client.post("/api/ask", json={"question": f"What is {SECRETS[collection]}?"})
         assert response.status_code == 200
         events = answer_events(response)
-        no_leak(json.dumps({**events["answer"], "question": ""}), f"ask about {collection}")
+        echoed = {"question": "", "resolved_question": ""}  # the question itself, echoed
+        no_leak(json.dumps({**events["answer"], **echoed}), f"ask about {collection}")
         shown = events["answer"]["citations"] + events["answer"]["suggestions"]
         allowed_ids = {library[c].id for c in readable}
         assert {p["document_id"] for p in shown} <= allowed_ids

@@ -57,7 +57,7 @@ def create_app(
     app.jinja_env.filters["size"] = human_size
     app.jinja_env.filters["when"] = short_time
 
-    from web import admin, ask, audit, batches, documents, health, sources
+    from web import admin, ask, audit, batches, conversations, documents, health, sources
     from web.auth import init_auth
     from web.limits import init_limits
     from web.metrics import init_metrics
@@ -70,6 +70,7 @@ def create_app(
     init_limits(app, settings.load)
     init_metrics(app)
     app.register_blueprint(ask.bp)
+    app.register_blueprint(conversations.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(documents.bp)

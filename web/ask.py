@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from flask import (
@@ -27,8 +28,10 @@ from flask import (
 
 from assistant.answering import Answer, Retrieved, Status, Text, validate_question
 from assistant.answering.answers import retrieved_details
+from assistant.answering.followup import Exchange
+from assistant.conversations import NOT_FOUND
 from assistant.documents import Scope
-from assistant.errors import AssistantError, AuditError, InvalidInput
+from assistant.errors import AssistantError, AuditError, InvalidInput, NotFound
 from assistant.retrieval import Passage
 from assistant.services import Services
 from web.auth import audit, principal, scope
@@ -51,11 +54,22 @@ def page() -> str:
     return render_template("ask.html", max_chars=max_chars, models=models)
 
 
+@dataclass(frozen=True)
+class Thread:
+    """The conversation a question belongs to (None: it starts one) and its earlier turns,
+    as the reader may see them now; `regenerate` asks the larger model."""
+
+    conversation_id: str | None
+    history: list[Exchange]
+    regenerate: bool = False
+
+
 @bp.post("/api/ask")
 def ask() -> Response | tuple[Response, int]:
     arrived = time.monotonic()
     question = _question()
     collections = scope()
+    thread = _thread(question, collections)
     control = load_control()
     try:
         mark = control.rate.check(principal().actor)
@@ -67,7 +81,7 @@ def ask() -> Response | tuple[Response, int]:
         control.rate.give_back(principal().actor, mark)  # refused: not counted (issue 14)
         return _refused(question, exc)
     try:
-        events = _events(services(), metrics(), question, collections, lease, arrived)
+        events = _events(services(), metrics(), question, collections, thread, lease, arrived)
         response = Response(
             stream_with_context(events),
             mimetype="text/event-stream",
@@ -104,6 +118,37 @@ def _question() -> str:
         raise
 
 
+def _thread(question: str, collections: Scope) -> Thread:
+    """The optional `conversation_id` and `regenerate` of the body: another user's
+    conversation is the same 404 as an unknown one, audited as refused."""
+    body = request.get_json(silent=True)
+    conversation_id = body.get("conversation_id")
+    regenerate = body.get("regenerate", False)
+    if not isinstance(regenerate, bool):
+        _refuse_input(question, '"regenerate" must be true or false')
+    if conversation_id is None:
+        return Thread(None, [], regenerate)
+    conversations = services().conversations
+    try:
+        if not isinstance(conversation_id, str):
+            raise NotFound(NOT_FOUND)
+        history = conversations.history(principal(), conversation_id, collections)
+    except NotFound:
+        metrics().question("refused", "invalid")
+        audit(
+            "question.refused",
+            {"reason": "conversation", "error": NOT_FOUND, "question": question},
+        )
+        raise
+    return Thread(conversation_id, history, regenerate)
+
+
+def _refuse_input(question: str, error: str) -> None:
+    metrics().question("refused", "invalid")
+    audit("question.refused", {"reason": "invalid", "error": error, "question": question})
+    raise InvalidInput(error)
+
+
 def _refused(question: str, exc: Refused) -> tuple[Response, int]:
     metrics().question("refused", exc.reason)
     details = {"reason": exc.reason, "status": exc.status, "retry_after": exc.retry_after}
@@ -123,6 +168,7 @@ def _events(
     collected: Metrics,
     question: str,
     collections: Scope,
+    thread: Thread,
     lease: Lease,
     arrived: float,
 ) -> Iterator[str]:
@@ -136,9 +182,13 @@ def _events(
     held: list[str] = []
     try:
         yield sse("status", {"text": "searching your documents"})
-        for event in answerer.stream(question, collections):
+        mode = "always" if thread.regenerate else None
+        for event in answerer.stream(question, collections, thread.history, mode=mode):
             if isinstance(event, Retrieved):
-                audit("question.asked", asked_details(question, collections, event.passages))
+                details = asked_details(question, collections, event.passages)
+                details["resolved_question"] = event.resolved_question
+                details["conversation_id"] = thread.conversation_id
+                audit("question.asked", details)
             elif isinstance(event, Status):
                 yield sse("status", {"text": event.text})
             elif isinstance(event, Text):
@@ -149,12 +199,12 @@ def _events(
                     first_event = first_event or time.monotonic() - arrived
                     yield chunk
             elif isinstance(event, Answer):
-                audit("question", answerer.audit_details(event, collections))
+                sent = _record(services, event, collections, thread)
                 outcome = "declined" if event.declined else "answered"
                 reason = event.decline_reason or "none" if event.declined else "none"
                 yield from held
                 first_event = first_event or time.monotonic() - arrived
-                yield sse("answer", event.to_dict())
+                yield sse("answer", sent)
     except InvalidInput as exc:
         reason = "invalid"
         _audit_failure(question, str(exc))
@@ -180,6 +230,20 @@ def _events(
         lease.release()
         collected.question(outcome, reason)
         collected.timings(lease.waited_seconds, first_event, time.monotonic() - arrived)
+
+
+def _record(
+    services: Services, answer: Answer, collections: Scope, thread: Thread
+) -> dict[str, Any]:
+    """The answer's audit record and its conversation turn, in one transaction; the first
+    question of a conversation starts it. Returns the answer event's data."""
+    conversations, actor = services.conversations, principal()
+    sent = answer.to_dict()
+    details = services.answerer.audit_details(answer, collections)
+    conversation_id = thread.conversation_id or conversations.start(actor, answer.question)
+    details["conversation_id"] = conversation_id
+    turn_id = conversations.add_turn(actor, conversation_id, sent, details)
+    return {**sent, "conversation_id": conversation_id, "turn_id": turn_id}
 
 
 def _cited(event: Text) -> list[dict[str, Any]]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery import Celery, Task, signals
 
 from assistant import sandbox
+from assistant.audit import AuditLog
+from assistant.conversations import ConversationService
+from assistant.db import make_engine, make_session_factory
 from assistant.errors import AssistantError, NotFound, Unavailable
 from assistant.services import Services, build_services, pending_document_ids
 from assistant.settings import Settings, load_settings
@@ -68,6 +72,30 @@ def _requeue_pending(**_: Any) -> None:
         ingest_document.delay(document_id)
     if ids:
         logger.info("re-enqueued %s pending documents", len(ids))
+
+
+@signals.worker_ready.connect
+def _start_retention(**_: Any) -> None:
+    threading.Thread(target=_purge_periodically, name="retention", daemon=True).start()
+
+
+def _purge_periodically() -> None:
+    """Conversations past the retention period are deleted now and every
+    `conversations.purge_interval_hours` (each run that deletes any is audited)."""
+    settings = load_settings()
+    # The database and the audit log only: no search index is opened in this parent process,
+    # which forks new pool processes after it.
+    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    conversations = ConversationService(sessions, settings, AuditLog(sessions, settings))
+    stop = threading.Event()
+    while True:
+        try:
+            deleted = conversations.purge(None, settings.conversations.retention_days)
+            if deleted:
+                logger.info("retention: deleted %s conversations", deleted)
+        except Exception:  # a locked database or an audit failure: try again next time
+            logger.exception("retention: the conversation purge failed")
+        stop.wait(settings.conversations.purge_interval_hours * 3600)
 
 
 @app.task(name="ingest_document", bind=True, max_retries=MAX_RETRIES)

@@ -56,10 +56,14 @@ class Answer:
     retrieved: list[Passage] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # sentences removed as unsupported
     draft: str = ""  # when declined: what the model wrote (withheld), for the audit log
+    # What retrieval searched for: the question itself, or a follow-up with the earlier
+    # question it leans on (answering.followup).
+    resolved_question: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
+            "resolved_question": self.resolved_question or self.question,
             "answer": self.text,
             "declined": self.declined,
             "citations": [c.to_dict() for c in self.citations],
@@ -76,6 +80,7 @@ class Answer:
 @dataclass(frozen=True)
 class Retrieved:
     passages: list[Passage]
+    resolved_question: str = ""  # what was searched for (see Answer.resolved_question)
 
 
 @dataclass(frozen=True)

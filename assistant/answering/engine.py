@@ -27,6 +27,7 @@ from assistant.answering.answers import (
 )
 from assistant.answering.calibration import probability
 from assistant.answering.evidence import Embedder, Evidence, keyword_overlap, select_evidence
+from assistant.answering.followup import Asked, Exchange, resolve
 from assistant.answering.generation import Generator
 from assistant.answering.prompts import DECLINE_MARKER, Prompt, build_prompt
 from assistant.answering.verification import Checked, Support, answer_sentences, check_sentence
@@ -66,35 +67,52 @@ class Answerer:
         # Scores evidence sentences; by default the retriever's own embedding model.
         self.embedder = embedder if embedder is not None else getattr(retriever, "embedder", None)
 
-    def ask(self, question: str, collections: Sequence[str] | None = None) -> Answer:
-        for event in self.stream(question, collections):
+    def ask(
+        self,
+        question: str,
+        collections: Sequence[str] | None = None,
+        history: Sequence[Exchange] = (),
+    ) -> Answer:
+        for event in self.stream(question, collections, history):
             if isinstance(event, Answer):
                 return event
         raise AssertionError("the answer stream ended without an answer")
 
-    def stream(self, question: str, collections: Sequence[str] | None = None) -> Iterator[Event]:
+    def stream(
+        self,
+        question: str,
+        collections: Sequence[str] | None = None,
+        history: Sequence[Exchange] = (),
+        mode: str | None = None,
+    ) -> Iterator[Event]:
         """The answer's events; the Answer's first_token_seconds is when its first verified
-        text was ready (or the decline, when there is none)."""
+        text was ready (or the decline, when there is none). `history`: the conversation's
+        earlier turns, oldest first, that a follow-up question is resolved from. `mode`
+        overrides the routing setting for this question ("always": regenerate with the
+        larger model)."""
         started = time.perf_counter()
         first: float | None = None
-        for event in self._events(question, collections, started):
+        question = validate_question(question, self.settings.limits.max_question_chars)
+        asked = resolve(question, history)
+        for event in self._events(asked, collections, started, mode):
             if isinstance(event, Text) and first is None:
                 first = time.perf_counter() - started
             if isinstance(event, Answer):
                 event.first_token_seconds = first if first is not None else event.total_seconds
+                event.resolved_question = asked.resolved
             yield event
 
     def _events(
-        self, question: str, collections: Sequence[str] | None, started: float
+        self, asked: Asked, collections: Sequence[str] | None, started: float, mode: str | None
     ) -> Iterator[Event]:
         config = self.settings.answering
-        question = validate_question(question, self.settings.limits.max_question_chars)
-        found = self.retriever.search(question, self.settings.retrieval.top_k, collections)
-        yield Retrieved(found)
+        question = asked.question
+        found = self.retriever.search(asked.resolved, self.settings.retrieval.top_k, collections)
+        yield Retrieved(found, asked.resolved)
         # Only passages above the relevance floor reach the model; none means "not found".
         passages = [p for p in found if p.similarity >= self.settings.retrieval.min_score]
         evidence = select_evidence(
-            question,
+            asked.resolved,
             [p.text for p in passages],
             self.embedder,
             count=config.evidence_sentences,
@@ -110,14 +128,14 @@ class Answerer:
             "similarity": max(p.similarity for p in passages),
             "evidence": max(e.score for e in evidence),
         }
-        mode = self.settings.routing.mode if self.large is not None else "off"
+        mode = (mode or self.settings.routing.mode) if self.large is not None else "off"
         if mode == "always" and self.large is not None:
-            draft = self._complete(self.large, "large", question, passages, evidence, base, started)
+            draft = self._complete(self.large, "large", asked, passages, evidence, base, started)
             yield from self._finish(question, found, passages, draft, started, False)
             return
         draft = _Draft("small", self.generator.name)
         shown: list[Citation] = []
-        for event in self._gated(draft, question, passages, evidence, base, mode, started):
+        for event in self._gated(draft, asked, passages, evidence, base, mode, started):
             if isinstance(event, Text):
                 shown.extend(event.citations)
             yield event
@@ -126,7 +144,7 @@ class Answerer:
             return
         if mode == "auto" and self.large is not None and not draft.model_declined:
             yield Status(f"checking with the larger model ({getattr(self.large, 'title', '')})")
-            large = self._complete(self.large, "large", question, passages, evidence, base, started)
+            large = self._complete(self.large, "large", asked, passages, evidence, base, started)
             large.signals["small_confidence"] = round(draft.confidence, 4)
             # What the small model said and why it was overruled, for the audit log and
             # for fitting its calibrator on the questions it handed on.
@@ -142,7 +160,7 @@ class Answerer:
     def _gated(
         self,
         draft: _Draft,
-        question: str,
+        asked: Asked,
         passages: list[Passage],
         evidence: list[Evidence],
         base: dict[str, float],
@@ -150,7 +168,8 @@ class Answerer:
         started: float,
     ) -> Iterator[Text]:
         config = self.settings.answering
-        prompt = _prompt(question, passages, evidence, config.max_answer_tokens)
+        prompt = _prompt(asked, passages, evidence, config.max_answer_tokens)
+        question = asked.resolved  # what the answer is checked against
         pieces = iter(self.generator.stream(prompt))
         text, done, decided = "", False, False
         numbers: dict[Supported, int] = {}
@@ -216,14 +235,15 @@ class Answerer:
         self,
         generator: Generator,
         route: str,
-        question: str,
+        asked: Asked,
         passages: list[Passage],
         evidence: list[Evidence],
         base: dict[str, float],
         started: float,
     ) -> _Draft:
         config = self.settings.answering
-        prompt = _prompt(question, passages, evidence, config.max_answer_tokens)
+        prompt = _prompt(asked, passages, evidence, config.max_answer_tokens)
+        question = asked.resolved
         draft = _Draft(route, generator.name)
         text = ""
         for piece in generator.stream(prompt):
@@ -331,6 +351,7 @@ class Answerer:
         generator = self.large if answer.route == "large" and self.large else self.generator
         return {
             "question": answer.question,
+            "resolved_question": answer.resolved_question,
             "collections": None if collections is None else sorted(collections),
             "retrieved": retrieved_details(answer.retrieved),
             "cited": [
@@ -362,7 +383,7 @@ def _rounded(value: Any) -> Any:
 
 
 def _prompt(
-    question: str, passages: list[Passage], evidence: list[Evidence], max_tokens: int
+    asked: Asked, passages: list[Passage], evidence: list[Evidence], max_tokens: int
 ) -> Prompt:
     """One numbered source per passage (its evidence runs joined), labelled once with the
     passage's document title and section: labels are prompt tokens too."""
@@ -370,10 +391,11 @@ def _prompt(
     for item in evidence:
         runs.setdefault(item.passage, []).append(item.text)
     return build_prompt(
-        question,
+        asked.question,
         [" … ".join(texts) for texts in runs.values()],
         [passages[index].context for index in runs],
         max_tokens,
+        [(turn.question, turn.answer) for turn in asked.history],
     )
 
 

@@ -75,13 +75,27 @@ _COMPLETION_PREFIX = (
 )
 
 
-def user_message(sources: Sequence[tuple[str, str]], question: str) -> str:
-    """Numbered sources, each with its label (document title and section), then the question."""
+def user_message(
+    sources: Sequence[tuple[str, str]],
+    question: str,
+    history: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The earlier turns a follow-up leans on, numbered sources, each with its label
+    (document title and section), then the question."""
     lines = [
         f"[{n}] ({label}) {text}" if label else f"[{n}] {text}"
         for n, (label, text) in enumerate(sources, 1)
     ]
-    return "Sources:\n" + "\n".join(lines) + f"\n\nQuestion: {question}"
+    earlier = "".join(
+        f"Earlier question: {asked}\n" + (f"Earlier answer: {said}\n" if said else "")
+        for asked, said in history
+    )
+    return (
+        (earlier and earlier + "\n")
+        + "Sources:\n"
+        + "\n".join(lines)
+        + (f"\n\nQuestion: {question}")
+    )
 
 
 FEW_SHOT = [
@@ -112,10 +126,13 @@ class Prompt:
     # The decline marker cannot start the answer: the model gives its best answer, and the
     # calibrated confidence (which sees log p(marker)) decides whether it is shown.
     suppress_decline: bool = True
+    # A follow-up's earlier turns: (question, answer shown or "").
+    history: tuple[tuple[str, str], ...] = ()
     trace: Trace = field(default_factory=Trace, compare=False)
 
     def user_message(self) -> str:
-        return user_message(list(zip(self.labels, self.sources, strict=True)), self.question)
+        sources = list(zip(self.labels, self.sources, strict=True))
+        return user_message(sources, self.question, self.history)
 
     def messages(self) -> list[dict[str, str]]:
         return [
@@ -126,10 +143,16 @@ class Prompt:
 
     def completion_text(self) -> str:
         context = " ".join(text.strip() for text in self.sources)
-        return f"{_COMPLETION_PREFIX}Context: {context}\nQuestion: {self.question}\nAnswer:"
+        earlier = " ".join(asked for asked, _ in self.history)
+        question = f"{self.question} ({earlier})" if earlier else self.question
+        return f"{_COMPLETION_PREFIX}Context: {context}\nQuestion: {question}\nAnswer:"
 
 
 def build_prompt(
-    question: str, sources: Sequence[str], labels: Sequence[str], max_tokens: int
+    question: str,
+    sources: Sequence[str],
+    labels: Sequence[str],
+    max_tokens: int,
+    history: Sequence[tuple[str, str]] = (),
 ) -> Prompt:
-    return Prompt(list(sources), list(labels), question, max_tokens)
+    return Prompt(list(sources), list(labels), question, max_tokens, history=tuple(history))

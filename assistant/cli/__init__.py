@@ -14,6 +14,7 @@ import click
 from assistant.cli.accounts import collections, groups, users
 from assistant.cli.audit import audit_group
 from assistant.cli.common import core_errors, current_settings
+from assistant.cli.conversations import conversations
 from assistant.cli.database import migrate
 from assistant.cli.documents import ask, ingest, reindex, status
 from assistant.cli.evaluation import eval_group
@@ -51,3 +52,4 @@ main.add_command(users)
 main.add_command(groups)
 main.add_command(collections)
 main.add_command(audit_group)
+main.add_command(conversations)
