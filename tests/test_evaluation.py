@@ -326,3 +326,38 @@ def test_cli_eval_ingest_refuses_bad_input(tmp_path: Path, beir_dir: Path) -> No
         main, ["eval", "ingest", str(beir_dir), "--concurrency", "0"], env=env
     )
     assert zero.exit_code == 2 and "must be at least 1" in zero.output
+
+
+def test_evaluate_qa_follow_ups_with_fakes(tmp_path: Path) -> None:
+    directory = tmp_path / "conversation"
+    (directory / "documents").mkdir(parents=True)
+    (directory / "documents" / "kestrel.txt").write_text(
+        "The lighthouse at Kestrel Point was built in 1871. The lamp at Kestrel Point is "
+        "inspected every March by two technicians.\n"
+    )
+    place = {"document": "kestrel.txt", "paragraph": 0}
+    write_jsonl(directory / "questions.jsonl", [
+        {"id": "f1", "question": "When was the lighthouse at Kestrel Point built?",
+         "answerable": True, "answers": ["1871"], **place},
+        {"id": "f2", "question": "When is the lamp at Kestrel Point inspected?",
+         "answerable": True, "answers": ["every March"], **place},
+        {"id": "f3", "question": "Who painted the lighthouse at Kestrel Point?",
+         "answerable": False, "answers": [], **place},
+    ])  # fmt: skip
+    settings = load_settings(data_dir=tmp_path / "var", retrieval={"min_score": 0.1})
+    report = evaluate_qa(settings, directory, limit=2, follow_ups=True, services_factory=fakes)
+    compared = report["follow_ups"]
+    assert compared["pairs"] == 2
+    assert compared.keys() >= {"follow_up", "standalone", "f1_gap", "examples"}
+    assert compared["follow_up"].keys() >= {
+        "answer_f1",
+        "correct_decline_rate",
+        "wrong_answer_rate",
+    }
+    asked = {r["question"]: r for r in report["questions"]}
+    assert len(asked) == 2 and all(q.startswith("And ") and "Kestrel" not in q for q in asked)
+    for question, record in asked.items():
+        # Searched with the question it follows, which names the place.
+        assert record["resolved_question"].startswith(question + " (")
+        assert "Kestrel Point" in record["resolved_question"]
+    assert (report["n_answerable"], report["n_unanswerable"]) == (1, 1)

@@ -63,15 +63,28 @@ def eval_retrieval(directory: Path, json_path: Path | None, limit: int | None) -
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @question_options
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write figures here.")
+@click.option(
+    "--follow-ups", is_flag=True,
+    help="Ask LIMIT questions as follow-ups in a conversation (pairs derived at run time from "
+    "questions about the same paragraph or document), and the same questions alone.",
+)  # fmt: skip
 @core_errors
 def eval_qa(
-    directory: Path, limit: int, seed: int, questions: Path | None, json_path: Path | None
+    directory: Path,
+    limit: int,
+    seed: int,
+    questions: Path | None,
+    json_path: Path | None,
+    follow_ups: bool,
 ) -> None:
     """Answer quality on documents/ + questions.jsonl (SQuAD-style scoring)."""
     from assistant.evaluation.qa import evaluate_qa
 
     settings = current_settings()
-    report = evaluate_qa(settings, directory, limit=limit, seed=seed, questions_file=questions)
+    report = evaluate_qa(
+        settings, directory, limit=limit, seed=seed, questions_file=questions,
+        follow_ups=follow_ups,
+    )  # fmt: skip
     _report(report, json_path)
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from assistant.answering import Answer, Text
 from assistant.answering.calibration import risk_coverage
+from assistant.answering.followup import Exchange
 from assistant.answering.prompts import PROMPT_VERSION
 from assistant.errors import InvalidInput
 from assistant.evaluation.datasets import load_questions
+from assistant.evaluation.followups import compare, derive_pairs, exchange
 from assistant.evaluation.metrics import (
     answer_recall,
     best_score,
@@ -62,13 +64,15 @@ def sample_questions(
     return chosen
 
 
-def _ask(services: Services, question: str) -> tuple[Answer, float, float]:
+def _ask(
+    services: Services, question: str, history: Sequence[Exchange] = ()
+) -> tuple[Answer, float, float]:
     """The final answer, the time to its first verified text (or to the decline), and the
     total time."""
     started = time.perf_counter()
     first: float | None = None
     answer: Answer | None = None
-    for event in services.answerer.stream(question):
+    for event in services.answerer.stream(question, history=history):
         if isinstance(event, Answer):
             answer = event
         elif isinstance(event, Text) and first is None:
@@ -79,12 +83,16 @@ def _ask(services: Services, question: str) -> tuple[Answer, float, float]:
     return answer, (first if first is not None else total), total
 
 
-def _score(services: Services, row: dict[str, Any]) -> dict[str, Any]:
-    answer, ttft, total = _ask(services, str(row["question"]))
+def _score(
+    services: Services, row: dict[str, Any], history: Sequence[Exchange] = ()
+) -> dict[str, Any]:
+    answer, ttft, total = _ask(services, str(row["question"]), history)
     golds = [str(a) for a in row["answers"]]
     shown = "" if answer.declined else strip_citations(answer.text)
     record: dict[str, Any] = {
         "id": row["id"],
+        "question": row["question"],
+        "resolved_question": answer.resolved_question,
         "answerable": row["answerable"],
         "category": row.get("category"),
         "answer": answer.text,
@@ -169,9 +177,11 @@ def evaluate_qa(
     seed: int = 0,
     questions_file: Path | None = None,
     *,
+    follow_ups: bool = False,
     services_factory: ServicesFactory | None = None,
 ) -> dict[str, Any]:
-    """Answer quality, declines, citations, routing and latency of the product answerer."""
+    """Answer quality, declines, citations, routing and latency of the product answerer.
+    `follow_ups`: `limit` questions asked as follow-ups, against the same asked alone."""
     documents_dir = directory / "documents"
     if not documents_dir.is_dir():
         raise InvalidInput(f"{documents_dir}: missing documents directory")
@@ -179,15 +189,23 @@ def evaluate_qa(
     if not files:
         raise InvalidInput(f"{documents_dir}: no documents")
     path = questions_file or directory / "questions.jsonl"
-    chosen = sample_questions(load_questions(path), limit, seed, path)
+    pairs = derive_pairs(load_questions(path), limit, seed) if follow_ups else []
+    chosen = sample_questions(load_questions(path), limit, seed, path) if not follow_ups else []
     with scratch_services(settings, services_factory) as services:
         load_seconds = warm_up(services, generator=True)
         keys, index_seconds = ingest(services, [(p.name, p.name, p.read_bytes()) for p in files])
-        records = []
+        records, alone = [], []
         for number, row in enumerate(chosen, start=1):
             records.append(_score(services, row))
             if number % 20 == 0:
                 logger.info("answered %s of %s questions", number, len(chosen))
+        for number, (first, second, text) in enumerate(pairs, start=1):
+            earlier = _score(services, first)
+            turn = exchange(earlier, str(first["question"]))
+            records.append(_score(services, {**second, "question": text}, [turn]))
+            alone.append(_score(services, second))
+            if number % 10 == 0:
+                logger.info("asked %s of %s follow-ups", number, len(pairs))
         summary = {
             "model": services.generator.name,
             "large_model": getattr(services.large_generator, "name", None),
@@ -213,6 +231,7 @@ def evaluate_qa(
         "seed": seed,
         "limit": limit,
         **summary,
+        **({"follow_ups": compare(pairs, records, alone)} if follow_ups else {}),
         "risk_coverage": _risk_coverage(records),
         "per_category": {
             category: summarise([r for r in records if r["category"] == category])
