@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from assistant.answering.evidence import Evidence, keyword_overlap
+from assistant.answering.verification import Checked
+
 # The signals, as the answerer records them in Answer.signals. A missing one counts as 0.
 FEATURES = (
     "similarity",  # cosine of the best retrieved passage to the question
@@ -90,3 +93,32 @@ def risk_coverage(
             }
         )
     return table
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    return value
+
+
+def signals(
+    base: dict[str, float],
+    trace: Any,
+    checked: list[Checked],
+    evidence: list[Evidence],
+    question: str,
+) -> dict[str, Any]:
+    """The calibrator's inputs (see FEATURES) for an answer so far."""
+    logprobs = [p for p in trace.logprobs if math.isfinite(p)]
+    cited = {s.passage for c in checked for s in c.supports}
+    cited_text = " ".join(e.text for e in evidence if e.passage in cited)
+    words = sum(len(c.text.split()) for c in checked)
+    return {
+        **base,
+        "coverage": keyword_overlap(question, cited_text),
+        "support": min((c.share for c in checked), default=0.0),
+        "decline_logprob": trace.decline_logprob,
+        "mean_logprob": sum(logprobs) / len(logprobs) if logprobs else None,
+        "min_logprob": min(logprobs) if logprobs else None,
+        "answer_words": math.log1p(words),
+    }

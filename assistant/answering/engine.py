@@ -8,7 +8,6 @@ citation marker) and, last, the `Answer`."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ from assistant.answering.answers import (
     retrieved_details,
     validate_question,
 )
-from assistant.answering.calibration import probability
-from assistant.answering.evidence import Embedder, Evidence, keyword_overlap, select_evidence
+from assistant.answering.calibration import probability, rounded, signals
+from assistant.answering.evidence import Embedder, Evidence, select_evidence
 from assistant.answering.followup import Asked, Exchange, resolve
 from assistant.answering.generation import Generator
 from assistant.answering.prompts import DECLINE_MARKER, Prompt, build_prompt
@@ -150,7 +149,7 @@ class Answerer:
             # for fitting its calibrator on the questions it handed on.
             large.signals["small"] = {
                 "draft": " ".join(c.text for c in draft.kept),
-                **{k: _rounded(v) for k, v in draft.signals.items()},
+                **{k: rounded(v) for k, v in draft.signals.items()},
             }
             yield from self._finish(question, found, passages, large, started, True)
             return
@@ -189,7 +188,7 @@ class Answerer:
                         draft.model_declined = True
                         return
                     first = check_sentence(complete[0], question, evidence)
-                    draft.signals = _signals(base, prompt.trace, [first], evidence, question)
+                    draft.signals = signals(base, prompt.trace, [first], evidence, question)
                     draft.confidence = self._confidence("small", draft.signals)
                     threshold = config.route_threshold if mode == "auto" else 0.0
                     if draft.confidence < max(threshold, config.answer_threshold):
@@ -256,7 +255,7 @@ class Answerer:
         checked = [check_sentence(s, question, evidence) for s in answer_sentences(text)]
         draft.kept = [c for c in checked if c.supported(config.min_support)]
         draft.dropped = [c.text for c in checked if not c.supported(config.min_support)]
-        draft.signals = _signals(base, prompt.trace, checked[:1], evidence, question)
+        draft.signals = signals(base, prompt.trace, checked[:1], evidence, question)
         if config.judge:
             draft.signals["judge"] = generator.judge(prompt, text)
         draft.confidence = self._confidence(route, draft.signals)
@@ -370,16 +369,10 @@ class Answerer:
             "route": answer.route,
             "routed": answer.routed,
             "confidence": None if answer.confidence is None else round(answer.confidence, 4),
-            "signals": {k: _rounded(v) for k, v in answer.signals.items()},
+            "signals": {k: rounded(v) for k, v in answer.signals.items()},
             **generator.fingerprint(),
             "answering": self.settings.answering.model_dump(mode="json", exclude={"calibration"}),
         }
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    return value
 
 
 def _prompt(
@@ -412,26 +405,3 @@ def _citation(number: int, passage: Passage, spans: list[Support]) -> Citation:
     """The passage, with the supporting sentence(s) in it as offsets into the document."""
     start, end = _span(spans)
     return Citation(number, passage, passage.start + start, passage.start + end)
-
-
-def _signals(
-    base: dict[str, float],
-    trace: Any,
-    checked: list[Checked],
-    evidence: list[Evidence],
-    question: str,
-) -> dict[str, Any]:
-    """The calibrator's inputs (see calibration.FEATURES) for an answer so far."""
-    logprobs = [p for p in trace.logprobs if math.isfinite(p)]
-    cited = {s.passage for c in checked for s in c.supports}
-    cited_text = " ".join(e.text for e in evidence if e.passage in cited)
-    words = sum(len(c.text.split()) for c in checked)
-    return {
-        **base,
-        "coverage": keyword_overlap(question, cited_text),
-        "support": min((c.share for c in checked), default=0.0),
-        "decline_logprob": trace.decline_logprob,
-        "mean_logprob": sum(logprobs) / len(logprobs) if logprobs else None,
-        "min_logprob": min(logprobs) if logprobs else None,
-        "answer_words": math.log1p(words),
-    }
