@@ -1,5 +1,6 @@
 """The admin page: users, groups, collections and API tokens. Every change is audited by the
-account and access services themselves, with the admin as the actor."""
+account and access services themselves, with the admin as the actor. The review page lists
+the answers staff disliked and the questions answered "not found"; reading it is audited."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 
 from assistant.accounts import ROLES
 from assistant.errors import InvalidInput
-from web.auth import principal, require_role
+from web.auth import audit, principal, require_role
 from web.state import services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -134,4 +135,21 @@ def set_readers(collection: str) -> Response:
     return _change(
         lambda: access.set_readers(collection, request.form.getlist("readers"), actor=principal()),
         lambda: f"readers of {collection} updated",
+    )
+
+
+REVIEW_LIMIT = 100  # answers in each list of the review page
+
+
+@bp.get("/review")
+def review() -> str:
+    """Answers to look at: thumbs-down ones with their comments, and the questions answered
+    "not found". Reading them is audited before the page is sent."""
+    conversations = services().conversations
+    disliked = conversations.review("disliked", REVIEW_LIMIT)
+    declined = conversations.review("declined", REVIEW_LIMIT)
+    shown = {"page": "/admin/review", "disliked": len(disliked), "declined": len(declined)}
+    audit("answers.reviewed", shown)
+    return render_template(
+        "admin_review.html", disliked=disliked, declined=declined, limit=REVIEW_LIMIT
     )
