@@ -121,10 +121,10 @@ def test_upload_ask_and_open_the_cited_source(
     expect(page.locator("#ask-error")).to_have_text("the question is empty")
     page.fill("#question", QUESTION)
     page.click("#ask-button")
-    citation = page.locator("#answer a.citation").first
+    citation = page.locator("#thread .answer a.citation").first
     expect(citation).to_be_visible(timeout=240_000)
     expect(page.locator("#ask-error")).to_be_hidden()
-    expect(page.locator("#sources li").first).to_contain_text("handbook.md")
+    expect(page.locator("#thread .sources li").first).to_contain_text("handbook.md")
     screenshot(page, "ask-cited-answer")
 
     href = citation.get_attribute("href") or ""
@@ -150,9 +150,9 @@ def test_upload_ask_and_open_the_cited_source(
     page.goto(server)
     page.fill("#question", UNANSWERABLE)
     page.click("#ask-button")
-    expect(page.locator("#declined")).to_be_visible(timeout=240_000)
-    expect(page.locator("#declined")).to_contain_text("Not found in your documents")
-    expect(page.locator("#sources-title")).to_have_text("You may want to look at")
+    expect(page.locator("#thread .declined")).to_be_visible(timeout=240_000)
+    expect(page.locator("#thread .declined")).to_contain_text("Not found in your documents")
+    expect(page.locator("#thread .sources-title")).to_have_text("You may want to look at")
     screenshot(page, "ask-not-found")
     page.close()
 

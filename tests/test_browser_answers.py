@@ -63,20 +63,19 @@ STAFF_PASSWORD = "staff password 123"
 LARGE = "Qwen2.5-Coder-1.5B-Instruct"
 
 # Records what the page showed on the way, including what it removed again: every status
-# line, and every streamed sentence the moment it was added.
+# line the server sent, and every streamed sentence the moment it was added.
 RECORD = """() => {
   const seen = { statuses: [], pieces: [] };
   window.__seen = seen;
-  // Each status replaces the line's text node: the added nodes are the statuses, in order.
+  // Each status replaces its line's text node: the added nodes are the statuses, in order.
   new MutationObserver((records) => {
-    for (const record of records) for (const node of record.addedNodes)
-      if (node.nodeType === 3) seen.statuses.push(node.data);
-  }).observe(document.getElementById("status-text"), { childList: true });
-  new MutationObserver((records) => {
-    for (const record of records) for (const node of record.addedNodes)
+    for (const record of records) for (const node of record.addedNodes) {
+      if (node.nodeType === 3 && record.target.classList.contains("status-text"))
+        seen.statuses.push(node.data);
       if (node.nodeType === 1 && node.classList.contains("streamed"))
         seen.pieces.push(node.textContent);
-  }).observe(document.getElementById("answer"), { childList: true });
+    }
+  }).observe(document.getElementById("thread"), { childList: true, subtree: true });
 }"""
 
 
@@ -109,13 +108,24 @@ def ask(page: Any, server: str, question: str) -> None:
     page.press("#question", "Enter")
 
 
-def finished(page: Any, state: str) -> None:
+def last_turn(page: Any) -> Any:
+    """The newest turn of the conversation on the page (each `ask` starts a new one)."""
+    return page.locator("#thread .turn").last
+
+
+def finished(page: Any, state: str) -> Any:
     from playwright.sync_api import expect
 
-    expect(page.locator("#result")).to_have_attribute(
-        "data-state", re.compile(r"answered|declined"), timeout=ANSWERED
-    )
-    assert page.get_attribute("#result", "data-state") == state, page.inner_text("#result")
+    turn = last_turn(page)
+    expect(turn).to_have_attribute("data-state", re.compile(r"answered|declined"), timeout=ANSWERED)
+    assert turn.get_attribute("data-state") == state, turn.inner_text()
+    return turn
+
+
+def answer_text(turn: Any) -> str:
+    """The answer as a reader sees it (the citation tooltips are hidden)."""
+    text: str = turn.evaluate("e => e.querySelector('.answer').innerText")
+    return text
 
 
 def seen(page: Any) -> dict[str, list[str]]:
@@ -146,16 +156,16 @@ def test_a_streamed_answer_quotes_and_opens_its_supporting_sentences(
     with serving(settings, tmp_path) as server:
         page = signed_in_page(browser, server, "sam", STAFF_PASSWORD)
         ask(page, server, ILL)
-        finished(page, "answered")
-        answer = page.locator("#answer")
+        turn = finished(page, "answered")
+        answer = turn.locator(".answer")
         # The sentences were shown as they came, and the final answer says the same.
         shown = seen(page)
         assert shown["pieces"], "no sentence was shown before the answer was complete"
-        assert normalise("".join(shown["pieces"])) == normalise(answer.inner_text())
+        assert normalise("".join(shown["pieces"])) == normalise(answer_text(turn))
         assert shown["statuses"][0] == "Searching your documents…"
-        expect(page.locator("#status-text")).to_have_text(re.compile(r"^Answered in \d+\.\d s"))
-        expect(page.locator("#spinner")).to_be_hidden()
-        expect(page.locator("#declined")).to_be_hidden()
+        expect(turn.locator(".status-text")).to_have_text(re.compile(r"^Answered in \d+\.\d s"))
+        expect(turn.locator(".spinner")).to_be_hidden()
+        expect(turn.locator(".declined")).to_be_hidden()
         expect(page.locator("#ask-error")).to_be_hidden()
 
         # Each [n] opens its own supporting sentence, quoted under the answer.
@@ -166,7 +176,7 @@ def test_a_streamed_answer_quotes_and_opens_its_supporting_sentences(
         for link in links.all():
             document_id, chunk_id, start, end = cited_offsets(link.get_attribute("href") or "")
             sentence = services.documents.text(document_id)[start:end]
-            item = page.locator(f"#source-{link.inner_text().strip('[]')}")
+            item = turn.locator(f"li.source[id$='-{link.inner_text().strip('[]')}']")
             expect(item.locator(".source-link")).to_have_text(library[document_id])
             expect(item.locator(".support mark")).to_have_text(normalise(sentence))
             passage = services.documents.chunk(chunk_id)
@@ -179,12 +189,12 @@ def test_a_streamed_answer_quotes_and_opens_its_supporting_sentences(
         screenshot(page, "ask-cited-answer-narrow")
         page.set_viewport_size({"width": 1280, "height": 800})
         # The whole passage on request, with the sentence marked in it.
-        first = page.locator("#sources li.source").first
+        first = turn.locator(".sources li.source").first
         expect(first.locator(".passage-text")).to_be_hidden()
         first.locator("summary").click()
         expect(first.locator(".passage-text")).to_be_visible()
         expect(first.locator(".passage-text mark")).to_have_text(quotes[0])
-        answered = answer.inner_text()
+        answered = answer_text(turn)
 
         # -- The first citation, opened with the keyboard: that sentence, in view and focused.
         document_id, chunk_id, start, end = cited_offsets(links.first.get_attribute("href") or "")
@@ -208,8 +218,8 @@ def test_a_streamed_answer_quotes_and_opens_its_supporting_sentences(
 
         # -- Back: the answer is still there, as it was left.
         page.go_back(wait_until="commit")
-        expect(page.locator("#result")).to_have_attribute("data-state", "answered")
-        expect(page.locator("#answer")).to_have_text(answered)
+        expect(last_turn(page)).to_have_attribute("data-state", "answered")
+        assert answer_text(last_turn(page)) == answered
 
         # -- The answer's own record cannot be written (the question's can, so its verified
         # sentences are sent first): they are taken away again and the error says why.
@@ -217,9 +227,8 @@ def test_a_streamed_answer_quotes_and_opens_its_supporting_sentences(
         ask(page, server, ILL)
         expect(page.locator("#ask-error")).to_contain_text("withheld", timeout=ANSWERED)
         assert seen(page)["pieces"], "the sentences should have been streamed before the error"
-        expect(page.locator("#result")).to_be_hidden()
-        assert page.locator("#answer > *").count() == 0
-        assert page.locator("#sources > *").count() == 0
+        expect(page.locator("#thread .turn")).to_have_count(0)
+        assert page.locator("#thread .answer, #thread .sources").count() == 0
         page.close()
 
 
@@ -232,12 +241,12 @@ def test_a_routed_question_says_the_larger_model_is_checking_and_answered(
     with serving(settings, tmp_path, {"ASSISTANT_ANSWERING__ROUTE_THRESHOLD": "1.0"}) as server:
         page = signed_in_page(browser, server, "sam", STAFF_PASSWORD)
         ask(page, server, PASSWORDS)
-        finished(page, "answered")
+        turn = finished(page, "answered")
         assert f"Checking with the larger model ({LARGE})…" in seen(page)["statuses"]
-        expect(page.locator("#status-text")).to_have_text(
+        expect(turn.locator(".status-text")).to_have_text(
             re.compile(rf"^Answered in \d+\.\d s by the larger model, {re.escape(LARGE)}$")
         )
-        expect(page.locator("#sources .support mark").first).to_have_text(
+        expect(turn.locator(".sources .support mark").first).to_have_text(
             "Passwords are changed every 90 days and are never written down."
         )
         screenshot(page, "ask-routed-answer")
@@ -255,16 +264,16 @@ def test_not_found_offers_passages_to_look_at(
     with serving(settings, tmp_path, extra) as server:
         page = signed_in_page(browser, server, "sam", STAFF_PASSWORD)
         ask(page, server, NOT_IN_THEM)
-        finished(page, "declined")
-        expect(page.locator("#declined")).to_be_visible()
-        expect(page.locator("#declined h3")).to_have_text("Not found in your documents")
-        expect(page.locator("#answer")).to_be_hidden()
+        turn = finished(page, "declined")
+        expect(turn.locator(".declined")).to_be_visible()
+        expect(turn.locator(".declined h3")).to_have_text("Not found in your documents")
+        expect(turn.locator(".answer")).to_be_hidden()
         expect(page.locator("a.citation")).to_have_count(0)
-        expect(page.locator("#status-text")).to_have_text(re.compile(r"^Searched in \d+\.\d s$"))
-        expect(page.locator("#sources-title")).to_have_text("You may want to look at")
-        suggestion = page.locator("#sources li.suggestion").first
+        expect(turn.locator(".status-text")).to_have_text(re.compile(r"^Searched in \d+\.\d s$"))
+        expect(turn.locator(".sources-title")).to_have_text("You may want to look at")
+        suggestion = turn.locator(".sources li.suggestion").first
         expect(suggestion.locator(".source-link")).to_have_text("leave-policy.md")
-        expect(page.locator("#sources .support")).to_have_count(0)  # no sentence is claimed
+        expect(turn.locator(".sources .support")).to_have_count(0)  # no sentence is claimed
         expect(suggestion.locator(".source-snippet")).to_contain_text("Every employee receives")
         screenshot(page, "ask-not-found")
         page.set_viewport_size({"width": 390, "height": 844})
