@@ -159,14 +159,24 @@ class ConversationService(AuditedService):
     def add_turn(
         self,
         actor: Principal,
-        conversation_id: str,
+        conversation_id: str | None,
         answer: dict[str, Any],
         details: dict[str, Any],
-    ) -> int:
-        """Store the answer as the conversation's next turn in one transaction with its
-        audit record (`question`, with `details`): both commit, or neither (AuditError)."""
+    ) -> tuple[str, int]:
+        """Store the answer as the conversation's next turn (None: it starts one) in one
+        transaction with its audit record (`question`, with `details`): all of it commits,
+        or none (AuditError). Returns the conversation's id and the turn's."""
         with self._changing() as change:
-            conversation = _owned(change.session, actor, conversation_id)
+            if conversation_id is None:
+                conversation = Conversation(
+                    id=uuid.uuid4().hex,
+                    user_id=actor.user_id,
+                    owner=actor.actor,
+                    title=title_from(answer["question"]),
+                )
+                change.session.add(conversation)
+            else:
+                conversation = _owned(change.session, actor, conversation_id)
             turn = Turn(
                 conversation_id=conversation.id,
                 question=answer["question"],
@@ -177,10 +187,13 @@ class ConversationService(AuditedService):
             change.session.add(turn)
             conversation.updated_at = utcnow()
             change.session.flush()
-            if change.transaction is not None:  # the record last: it locks the audit head
-                fields = record_fields(actor, "question", {**details, "turn_id": turn.id})
+            if change.transaction is not None:  # the records last: they lock the audit head
+                if conversation_id is None:
+                    change.record(actor, "conversation.created", conversation_id=conversation.id)
+                record = {**details, "conversation_id": conversation.id, "turn_id": turn.id}
+                fields = record_fields(actor, "question", record)
                 turn.audit_seq = change.transaction.record(**fields)
-            return turn.id
+            return conversation.id, turn.id
 
     def rename(self, actor: Principal, conversation_id: str, title: object) -> dict[str, Any]:
         if not isinstance(title, str) or not title.strip():

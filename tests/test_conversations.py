@@ -24,6 +24,7 @@ from assistant.settings import Settings
 from tests.conftest import RecordingQueue, wait_until
 from tests.test_access import PASSWORD, client_for, make_library
 from tests.test_cli import run_cli
+from tests.test_hardening_access import block_audit_inserts
 from tests.test_security import sse_events
 from web import create_app
 
@@ -268,3 +269,15 @@ def test_the_purge_command_reports_and_refuses_bad_input(
     assert done.returncode == 0 and "deleted 1 conversations" in done.stdout, done.stderr
     [purged] = fake_services.audit_log.search(action="conversation.purged")
     assert purged["actor_id"].startswith("cli:")
+
+
+def test_an_answer_that_cannot_be_audited_leaves_no_conversation_or_turn(
+    app: Flask, fake_services: Services
+) -> None:
+    alice = client_for(app, "alice")
+    block_audit_inserts(fake_services, action="question")
+    response = alice.post("/api/ask", json={"question": QUESTION})
+    kinds = [kind for kind, _ in sse_events(response.get_data(as_text=True))]
+    assert kinds[-1] == "error" and "answer" not in kinds
+    assert alice.get("/api/conversations").get_json()["conversations"] == []
+    assert fake_services.audit_log.search(action="conversation.created") == []

@@ -236,13 +236,12 @@ def _record(
     services: Services, answer: Answer, collections: Scope, thread: Thread
 ) -> dict[str, Any]:
     """The answer's audit record and its conversation turn, in one transaction; the first
-    question of a conversation starts it. Returns the answer event's data."""
-    conversations, actor = services.conversations, principal()
+    question of a conversation starts it there too. Returns the answer event's data."""
     sent = answer.to_dict()
     details = services.answerer.audit_details(answer, collections)
-    conversation_id = thread.conversation_id or conversations.start(actor, answer.question)
-    details["conversation_id"] = conversation_id
-    turn_id = conversations.add_turn(actor, conversation_id, sent, details)
+    conversation_id, turn_id = services.conversations.add_turn(
+        principal(), thread.conversation_id, sent, details
+    )
     return {**sent, "conversation_id": conversation_id, "turn_id": turn_id}
 
 
