@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,17 @@ from assistant.accounts import Principal
 from assistant.conversations import WITHHELD
 from assistant.services import Services
 from assistant.settings import Settings
-from tests.browsing import chromium, normalise, screenshot, serving, signed_in_page
+from tests.browsing import normalise, screenshot, serving, signed_in_page
 from tests.conftest import ADMIN_PASSWORD
-from tests.test_browser_answers import DOCUMENTS, STAFF_PASSWORD
+
+# The same staff documents, and the same page recorder, as the single-answer browser test;
+# its `library` and `browser` fixtures too.
+from tests.test_browser_answers import (  # noqa: F401
+    RECORD,
+    STAFF_PASSWORD,
+    browser,
+    library,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,43 +47,8 @@ ANSWERED = 240_000  # ms: a cold start loads the model; the machine may be busy
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 
-# Records what the thread showed on the way: each status line and each streamed sentence,
-# the moment it was added (the final answer replaces the streamed sentences).
-RECORD = """() => {
-  const seen = { statuses: [], pieces: [] };
-  window.__seen = seen;
-  new MutationObserver((records) => {
-    for (const record of records) for (const node of record.addedNodes) {
-      if (node.nodeType === 3 && record.target.classList.contains("status-text"))
-        seen.statuses.push(node.data);
-      if (node.nodeType === 1 && node.classList.contains("streamed"))
-        seen.pieces.push(node.textContent);
-    }
-  }).observe(document.getElementById("thread"), { childList: true, subtree: true });
-}"""
 # The answer's text as a reader sees it, without the (hidden) citation tooltips.
 ANSWER_TEXT = "e => e.querySelector('.answer').innerText"
-
-
-@pytest.fixture
-def library(services: Services) -> dict[str, str]:
-    """The documents, indexed with the real embedder, readable by `sam` (staff)."""
-    operator = Principal.operator()
-    services.access.create_group("everyone", actor=operator)
-    services.access.set_readers("default", ["everyone"], actor=operator)
-    services.accounts.add_user("sam", STAFF_PASSWORD, "staff", ["everyone"], actor=operator)
-    ids = {}
-    for name, body in DOCUMENTS.items():
-        added = services.documents.add(name, body.encode())
-        assert services.documents.ingest(added.id).status == "indexed"
-        ids[added.id] = name
-    return ids
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with chromium(back_forward_cache=True) as launched:
-        yield launched
 
 
 def send(page: Any, question: str) -> None:
@@ -116,7 +88,11 @@ def fits(page: Any, width: int) -> None:
 
 
 def test_a_conversation_in_the_browser(
-    settings: Settings, services: Services, library: dict[str, str], browser: Any, tmp_path: Path
+    settings: Settings,
+    services: Services,
+    library: dict[str, str],  # noqa: F811 (the fixture imported above)
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
 
