@@ -3,16 +3,10 @@
 // with an optional comment. The stored rating is shown when a conversation is opened.
 "use strict";
 
-import { el, requestJson } from "./api.js";
+import { button, el, requestJson } from "./api.js";
 import { plainAnswer } from "./citations.js";
 
 const MAX_COMMENT = 2000;
-
-function button(className, text) {
-  const node = el("button", "button small " + className, text);
-  node.type = "button";
-  return node;
-}
 
 // The clipboard API needs a secure context (https or localhost); plain-http intranet sites
 // fall back to a selected, off-screen text box.

@@ -9,6 +9,13 @@ export function el(tag, className, text) {
   return node;
 }
 
+// A small button that is not a form's submit button.
+export function button(className, text) {
+  const node = el("button", "button small " + className, text);
+  node.type = "button";
+  return node;
+}
+
 export function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');
   return meta ? meta.content : "";

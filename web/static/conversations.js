@@ -2,15 +2,9 @@
 // is renamed in place (Enter saves, Escape cancels) and deleted after an inline confirmation.
 "use strict";
 
-import { el, requestJson } from "./api.js";
+import { button, el, requestJson } from "./api.js";
 
 const MAX_TITLE = 120;
-
-function button(className, text) {
-  const node = el("button", "button link small " + className, text);
-  node.type = "button";
-  return node;
-}
 
 // options: { listUrl, itemUrl(id), pageUrl(id), onSelect(id), onDeleted(id), onRenamed(c) }
 export class Sidebar {
@@ -74,10 +68,10 @@ export class Sidebar {
       this.options.onSelect(conversation.id);
     });
     const actions = el("div", "conversation-actions");
-    const rename = button("rename", "Rename");
+    const rename = button("link rename", "Rename");
     rename.setAttribute("aria-label", "Rename “" + conversation.title + "”");
     rename.addEventListener("click", () => this.startRename(item, conversation));
-    const remove = button("danger delete", "Delete");
+    const remove = button("link danger delete", "Delete");
     remove.setAttribute("aria-label", "Delete “" + conversation.title + "”");
     remove.addEventListener("click", () => this.confirmDelete(item, conversation, actions));
     actions.append(rename, remove);
