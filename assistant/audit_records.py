@@ -101,6 +101,13 @@ def summary(record: dict[str, Any]) -> str:
             if key == "group" and details.get("username"):
                 text = f"{details['username']} in {text}"
             return text
+    if "rating" in details:  # answer.feedback
+        said = "helpful" if details["rating"] == 1 else "not helpful"
+        return f"{said}: {details['comment']}" if details.get("comment") else said
+    if "conversations" in details:  # conversation.purged
+        return f"{details['conversations']} conversations past {details.get('retention_days')} days"
+    if details.get("conversation_id"):
+        return f"conversation {details['conversation_id']}"
     if "repeats" in details:
         return f"{details['repeats']} more like this"
     return ""

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from assistant.accounts import Principal
+from assistant.audit_records import summary
 from assistant.conversations import WITHHELD, Conversation
 from assistant.db import utcnow
 from assistant.services import Services
@@ -180,6 +181,7 @@ def test_feedback_is_stored_audited_and_listed_for_admins(
         if r["details"]["turn_id"] == answered["turn_id"]
     ]
     assert record["details"]["answer_record"] == answer_record["seq"]
+    assert summary(record) == "not helpful: wrong number"  # the audit list's and export's line
     detail = alice.get(f"/api/conversations/{answered['conversation_id']}").get_json()
     assert detail["turns"][0]["feedback"] == {"rating": -1, "comment": "wrong number"}
     # Staff cannot see the review lists; admins see the thumbs-down and the "not found".
@@ -209,6 +211,7 @@ def test_retention_purges_old_conversations_and_audits_it(
     assert listed == [recent]
     [purged] = fake_services.audit_log.search(action="conversation.purged")
     assert purged["details"]["conversation_ids"] == [old]
+    assert summary(purged) == "1 conversations past 90 days"
     assert conversations.purge(None, 90) == 0
 
 
