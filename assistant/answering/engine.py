@@ -110,8 +110,10 @@ class Answerer:
         yield Retrieved(found, asked.resolved)
         # Only passages above the relevance floor reach the model; none means "not found".
         passages = [p for p in found if p.similarity >= self.settings.retrieval.min_score]
+        # The sentences that answer what is asked now, among the passages found for the
+        # question with its context (a follow-up's earlier question would pull in its topic).
         evidence = select_evidence(
-            asked.resolved,
+            question,
             [p.text for p in passages],
             self.embedder,
             count=config.evidence_sentences,
@@ -168,7 +170,8 @@ class Answerer:
     ) -> Iterator[Text]:
         config = self.settings.answering
         prompt = _prompt(asked, passages, evidence, config.max_answer_tokens)
-        question = asked.resolved  # what the answer is checked against
+        # Words of the question (and of the one a follow-up leans on) are not new in an answer.
+        question = asked.resolved
         pieces = iter(self.generator.stream(prompt))
         text, done, decided = "", False, False
         numbers: dict[Supported, int] = {}
@@ -188,7 +191,7 @@ class Answerer:
                         draft.model_declined = True
                         return
                     first = check_sentence(complete[0], question, evidence)
-                    draft.signals = signals(base, prompt.trace, [first], evidence, question)
+                    draft.signals = signals(base, prompt.trace, [first], evidence, asked.question)
                     draft.confidence = self._confidence("small", draft.signals)
                     threshold = config.route_threshold if mode == "auto" else 0.0
                     if draft.confidence < max(threshold, config.answer_threshold):
@@ -255,7 +258,7 @@ class Answerer:
         checked = [check_sentence(s, question, evidence) for s in answer_sentences(text)]
         draft.kept = [c for c in checked if c.supported(config.min_support)]
         draft.dropped = [c.text for c in checked if not c.supported(config.min_support)]
-        draft.signals = signals(base, prompt.trace, checked[:1], evidence, question)
+        draft.signals = signals(base, prompt.trace, checked[:1], evidence, asked.question)
         if config.judge:
             draft.signals["judge"] = generator.judge(prompt, text)
         draft.confidence = self._confidence(route, draft.signals)
