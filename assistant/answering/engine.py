@@ -29,7 +29,13 @@ from assistant.answering.evidence import Embedder, Evidence, select_evidence
 from assistant.answering.followup import Asked, Exchange, resolve
 from assistant.answering.generation import Generator
 from assistant.answering.prompts import DECLINE_MARKER, Prompt, build_prompt
-from assistant.answering.verification import Checked, Support, answer_sentences, check_sentence
+from assistant.answering.verification import (
+    Checked,
+    Support,
+    answer_sentences,
+    check_sentence,
+    with_reason,
+)
 from assistant.retrieval import Passage, Retriever
 from assistant.settings import Settings
 
@@ -180,6 +186,7 @@ class Answerer:
                 piece = next(pieces, None)
                 if piece is None:
                     done = True
+                    text = with_reason(text, question, evidence)
                 else:
                     if draft.first_token is None:
                         draft.first_token = time.perf_counter() - started
@@ -255,6 +262,7 @@ class Answerer:
         if _is_marker(text):
             draft.model_declined = True
             return draft
+        text = with_reason(text, question, evidence)
         checked = [check_sentence(s, question, evidence) for s in answer_sentences(text)]
         draft.kept = [c for c in checked if c.supported(config.min_support)]
         draft.dropped = [c.text for c in checked if not c.supported(config.min_support)]

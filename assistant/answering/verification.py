@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from assistant.answering.evidence import Evidence, content_words, split_sentences
+from assistant.answering.evidence import Evidence, content_words, keyword_overlap, split_sentences
 
 _MARKER = re.compile(r"\s*\[\d{1,2}\]")
 
@@ -94,3 +94,17 @@ def check_sentence(sentence: str, question: str, evidence: Sequence[Evidence]) -
 
 def check_answer(text: str, question: str, evidence: Sequence[Evidence]) -> list[Checked]:
     return [check_sentence(s, question, evidence) for s in answer_sentences(text)]
+
+
+def with_reason(text: str, question: str, evidence: Sequence[Evidence]) -> str:
+    """A bare "Yes." or "No." cannot be checked, and tells the reader nothing to check: it is
+    completed with the evidence sentence that shares most words with the question, so the
+    answer says why (and cites it) instead of being dropped as unsupported."""
+    bare = strip_markers(text).strip()
+    if bare.rstrip(".!").lower() not in {"yes", "no"}:
+        return text
+    sentences = [item.text[s:e] for item in evidence for s, e in split_sentences(item.text)]
+    if not sentences:
+        return text
+    best = max(sentences, key=lambda sentence: keyword_overlap(question, sentence))
+    return f"{bare} {best}"
