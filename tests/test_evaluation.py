@@ -361,3 +361,9 @@ def test_evaluate_qa_follow_ups_with_fakes(tmp_path: Path) -> None:
         assert record["resolved_question"].startswith(question + " (")
         assert "Kestrel Point" in record["resolved_question"]
     assert (report["n_answerable"], report["n_unanswerable"]) == (1, 1)
+
+
+def test_follow_ups_need_questions_that_share_a_name(qa_dir: Path, tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "var")
+    with pytest.raises(InvalidInput, match="no follow-up can be derived"):
+        evaluate_qa(settings, qa_dir, limit=4, follow_ups=True, services_factory=fakes)

@@ -190,6 +190,11 @@ def evaluate_qa(
         raise InvalidInput(f"{documents_dir}: no documents")
     path = questions_file or directory / "questions.jsonl"
     pairs = derive_pairs(load_questions(path), limit, seed) if follow_ups else []
+    if follow_ups and not pairs:
+        raise InvalidInput(
+            f"{path}: no two questions about the same paragraph or document share a name, "
+            "so no follow-up can be derived"
+        )
     chosen = sample_questions(load_questions(path), limit, seed, path) if not follow_ups else []
     with scratch_services(settings, services_factory) as services:
         load_seconds = warm_up(services, generator=True)
