@@ -128,15 +128,6 @@ class ConversationService(AuditedService):
             exchanges.append(Exchange(turn.resolved_question, said))
         return exchanges
 
-    def turn_owner_check(self, actor: Principal, turn_id: int) -> tuple[str, int | None]:
-        """The turn's conversation id and audit record, if the actor owns it (else NotFound)."""
-        with self.sessions() as session:
-            turn = session.get(Turn, turn_id)
-            if turn is None:
-                raise NotFound("no such answer")
-            _owned(session, actor, turn.conversation_id, "no such answer")
-            return turn.conversation_id, turn.audit_seq
-
     # -- changing ---------------------------------------------------------------------------
     def start(self, actor: Principal, question: str) -> str:
         conversation_id = uuid.uuid4().hex
@@ -151,10 +142,6 @@ class ConversationService(AuditedService):
             )
             change.record(actor, "conversation.created", conversation_id=conversation_id)
         return conversation_id
-
-    def check_owner(self, actor: Principal, conversation_id: str) -> None:
-        with self.sessions() as session:
-            _owned(session, actor, conversation_id)
 
     def add_turn(
         self,
